@@ -1,0 +1,39 @@
+# Two-command setup: `make install` builds .venv, `make test` installs then runs every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+INTEGRATIONS := $(wildcard integrations/*/pyproject.toml)
+export HF_HUB_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# torch goes in first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml $(INTEGRATIONS)
+	$(PIP) install --quiet "torch==2.13.0"
+	$(PIP) install --quiet -e ".[dev]" $(foreach p,$(dir $(INTEGRATIONS)),-e "./$(p)[test]")
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests $(wildcard integrations/*/tests) -q
+
+demo: install
+	$(VENV)/bin/mlret demo
+
+bench: install
+	$(PY) benchmarks/encode_speed.py
+
+lint: install
+	$(VENV)/bin/ruff check mlret_rag tests benchmarks integrations
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
