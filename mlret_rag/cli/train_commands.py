@@ -1,0 +1,5 @@
+"""``mlret finetune`` and ``mlret eval``."""
+
+from __future__ import annotations
+
+from . import app  # noqa: F401

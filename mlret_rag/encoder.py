@@ -1,0 +1,260 @@
+"""The embedding model: query and document encoding with the model's own prompts.
+
+Query and document texts take separate code paths end to end, so a prompt can never be applied to the
+wrong side. Vectors are float32, L2-normalised, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+TEXT_NORMALIZATION = "NFC"
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+# Files that do not change what a model computes; left out of the fingerprint.
+_NOT_MODEL_FILES = {"README.md", "NOTICE", "mlret_manifest.json", "config_sentence_transformers.json"}
+_NOT_MODEL_DIRS = {"onnx", "checkpoints", "eval", "runs"}
+
+
+class MultilingualEncoder:
+    """A cross-lingual sentence encoder (default: the bundled multilingual-e5-small).
+
+    Args:
+        model: ``None`` for the bundled offline model, a sentence-transformers model name, or a local
+            folder (for example one written by :func:`mlret_rag.finetune`).
+        batch_size: texts per forward pass.
+        device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        max_seq_length: token window; longer texts are truncated to it (default: the model's own).
+        show_progress_bar: show a progress bar while encoding.
+        prompts: override the model's prompts, e.g. ``{"query": "query: ", "document": "passage: "}``.
+            By default the prompts saved with the model are used (e5 folders carry them).
+
+    Texts are NFC-normalised before tokenisation. Text longer than the model's window is truncated,
+    never rejected.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        batch_size: int = 32,
+        device: str = "auto",
+        max_seq_length: int | None = None,
+        show_progress_bar: bool = False,
+        prompts: dict[str, str] | None = None,
+    ) -> None:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if device not in _DEVICES:
+            raise ValueError(f"device must be one of {', '.join(_DEVICES)}; got {device!r}")
+        if max_seq_length is not None and (not isinstance(max_seq_length, int) or max_seq_length < 1):
+            raise ValueError(f"max_seq_length must be a positive integer or None, got {max_seq_length!r}")
+        if prompts is not None and (
+            not isinstance(prompts, dict) or set(prompts) - {"query", "document"}
+            or not all(isinstance(v, str) for v in prompts.values())
+        ):
+            raise ValueError(f"prompts must map 'query'/'document' to strings, got {prompts!r}")
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self._model_arg = model
+        self._folder, self.model_name = _resolve(model)
+        self._model = _load_sentence_transformer(
+            str(self._folder) if self._folder else str(model), _pick_device(device)
+        )
+        if max_seq_length is not None:
+            self._model.max_seq_length = max_seq_length
+        saved = dict(self._model.prompts or {})
+        chosen = prompts if prompts is not None else saved
+        self.query_prompt = chosen.get("query", "")
+        self.document_prompt = chosen.get("document", chosen.get("passage", ""))
+        self._fingerprint: str | None = None
+
+    # ---------------------------------------------------------------------------------------------
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode search queries (the model's query prompt is applied) into an (n, dim) float32 array."""
+        return self._encode(texts, self.query_prompt)
+
+    def encode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode knowledge-base texts (the model's document prompt is applied) into (n, dim) float32."""
+        return self._encode(texts, self.document_prompt)
+
+    def _encode(self, texts: Sequence[str], prompt: str) -> np.ndarray:
+        clean = prepare_texts(texts)
+        if not clean:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self._model.encode(
+            clean,
+            prompt=prompt or None,
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress_bar,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors this encoder produces."""
+        return int(self._model.get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        """Token window; longer texts are truncated."""
+        return int(self._model.max_seq_length)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The prompts in use: ``{"query": ..., "document": ...}``."""
+        return {"query": self.query_prompt, "document": self.document_prompt}
+
+    @property
+    def model_path(self) -> Path | None:
+        """Local folder the model was loaded from (``None`` when it could not be located)."""
+        return self._folder
+
+    @property
+    def sentence_transformer(self) -> SentenceTransformer:
+        """The underlying ``SentenceTransformer`` (used for training; prompts are not applied by it)."""
+        return self._model
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable hash of the weights, tokenizer, prompts and text normalisation (16 hex digits).
+
+        Two encoders with the same fingerprint produce interchangeable vectors; stores use it to refuse
+        vectors from a different encoder.
+        """
+        if self._fingerprint is None:
+            payload = {
+                "files": _model_files_digest(self._folder) if self._folder else _state_dict_digest(self._model),
+                "prompts": self.prompts,
+                "text_normalization": TEXT_NORMALIZATION,
+                "normalize_embeddings": True,
+            }
+            blob = json.dumps(payload, sort_keys=True).encode()
+            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"MultilingualEncoder(model={self.model_name!r}, dimension={self.dimension})"
+
+
+# -------------------------------------------------------------------------------------------------
+def prepare_texts(texts: Sequence[str]) -> list[str]:
+    """Validate and NFC-normalise a list of texts; name the position of the first bad one."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a list of strings, not a single string; wrap it in a list")
+    if not isinstance(texts, Sequence) and not hasattr(texts, "__iter__"):
+        raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}")
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError(f"texts[{i}] is empty or whitespace only")
+        out.append(unicodedata.normalize(TEXT_NORMALIZATION, text))
+    return out
+
+
+def _resolve(model: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
+    """Map the ``model`` argument to (local folder or None, display name)."""
+    if model is None:
+        from .bundled import BUNDLED_MODEL_NAME, ensure_bundled_model
+
+        return ensure_bundled_model(), BUNDLED_MODEL_NAME
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be None, a model name or a folder path, got {type(model).__name__}")
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"model path {path} is not a folder")
+        return path.resolve(), str(model)
+    name = str(model)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True)), name
+    except Exception:  # not in the local hub cache; sentence-transformers will try to download it
+        return None, name
+
+
+def _load_sentence_transformer(name_or_path: str, device: str) -> SentenceTransformer:
+    from sentence_transformers import SentenceTransformer
+
+    from ._quiet import quiet_transformers
+
+    try:
+        with quiet_transformers():
+            return SentenceTransformer(
+                name_or_path, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
+            )
+    except OSError as exc:
+        raise OSError(
+            f"could not load model {name_or_path!r}: {exc}. Give a local folder, or a model name when the "
+            "Hugging Face hub is reachable (or already cached)."
+        ) from exc
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+_DIGEST_CACHE: dict[tuple, str] = {}
+
+
+def _model_files_digest(folder: Path) -> str:
+    """Hash of the files that define a model. Uses the manifest's hashes when it still matches."""
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name not in _NOT_MODEL_FILES and not p.name.startswith(".")
+        and not (set(p.relative_to(folder).parts[:-1]) & _NOT_MODEL_DIRS)
+    )
+    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder), stats)
+    if key in _DIGEST_CACHE:
+        return _DIGEST_CACHE[key]
+    known: dict[str, str] = {}
+    try:
+        manifest = json.loads((folder / "mlret_manifest.json").read_text())
+        sizes = manifest.get("sizes", {})
+        known = {k: v for k, v in manifest.get("sha256", {}).items() if (folder / k).exists()
+                 and (folder / k).stat().st_size == sizes.get(k)}
+    except (OSError, ValueError):
+        pass
+    from .bundled import _sha256_file
+
+    h = hashlib.sha256()
+    for rel, _size, _mtime in stats:
+        h.update(rel.encode() + b"\0" + (known.get(rel) or _sha256_file(folder / rel)).encode() + b"\0")
+    _DIGEST_CACHE[key] = digest = h.hexdigest()
+    return digest
+
+
+def _state_dict_digest(model: Any) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,25 @@
+"""Shared fixtures: an offline environment, one cache for the converted model, one loaded encoder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["ANONYMIZED_TELEMETRY"] = "False"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One converted model per checkout, reused across test runs (conversion tests use their own folders).
+os.environ.setdefault("MLRET_HOME", str(REPO / ".mlret-cache"))
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The bundled encoder, loaded once for the whole session."""
+    from mlret_rag import MultilingualEncoder
+
+    return MultilingualEncoder()
