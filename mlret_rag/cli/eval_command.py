@@ -1,4 +1,4 @@
-"""``mlret finetune`` and ``mlret eval``."""
+"""``mlret eval``."""
 
 from __future__ import annotations
 

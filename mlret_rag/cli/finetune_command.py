@@ -1,0 +1,5 @@
+"""``mlret finetune``."""
+
+from __future__ import annotations
+
+from . import app  # noqa: F401
