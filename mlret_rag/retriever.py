@@ -1,0 +1,97 @@
+"""Multilingual retrieval: encode a question with the store's encoder, search the store.
+
+Score semantics (the same everywhere in mlret-rag and its integrations): ``Hit.score`` is the cosine
+similarity between the query vector (query prompt applied) and the record's document vector (document
+prompt applied), i.e. ``1 - chroma_cosine_distance``. Higher is better, at most 1. Scores are only
+comparable within one encoder; e5 models put most scores in a narrow 0.7-0.9 band, so do not reuse
+thresholds tuned for other models.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .store import DEFAULT_COLLECTION, ChromaStore, Hit, read_collection_info
+
+
+class MultilingualRetriever:
+    """Retrieve knowledge-base records for questions in any language.
+
+    Args:
+        store: the :class:`~mlret_rag.store.ChromaStore` to search; its encoder encodes the questions.
+    """
+
+    def __init__(self, store: ChromaStore) -> None:
+        self.store = store
+        self.encoder = store.encoder
+
+    @classmethod
+    def open(
+        cls,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        auth_token: str | None = None,
+        show_progress_bar: bool = True,
+    ) -> MultilingualRetriever:
+        """Open a store and its encoder in one call.
+
+        With ``model=None`` the model recorded in an existing collection is used when it can be loaded
+        here (its local folder still exists, or it is the bundled model); otherwise the bundled model.
+        """
+        from .encoder import MultilingualEncoder
+
+        if model is None:
+            info = read_collection_info(path=path, host=host, port=port, collection=collection,
+                                        auth_token=auth_token) or {}
+            model = recorded_model(info)
+        encoder = MultilingualEncoder(model)
+        store = ChromaStore(encoder, path=path, host=host, port=port, collection=collection,
+                            auth_token=auth_token, show_progress_bar=show_progress_bar)
+        return cls(store)
+
+    def retrieve(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> list[Hit]:
+        """The ``k`` best records for ``query``, best first; ``where`` is a Chroma metadata filter."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        return self.retrieve_batch([query], k=k, where=where)[0]
+
+    def retrieve_batch(self, queries: list[str], k: int = 5, where: dict[str, Any] | None = None) -> list[list[Hit]]:
+        """:meth:`retrieve` for many questions, encoded in one pass."""
+        if not queries:
+            return []
+        vectors = self.encoder.encode_queries(queries)
+        return self.store.query(vectors, k=k, where=where)
+
+    def top_labels(self, query: str, k: int = 10, where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+        """Labels of the ``k`` best records, each scored by its best hit (max cosine), best first.
+
+        Max rather than sum or mean keeps the score on the same cosine scale as a hit and does not favour
+        labels that merely have more entries. Hits without a label are skipped.
+        """
+        best: dict[str, float] = {}
+        for hit in self.retrieve(query, k=k, where=where):
+            if hit.label is not None and hit.score > best.get(hit.label, float("-inf")):
+                best[hit.label] = hit.score
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))
+
+    def __repr__(self) -> str:
+        return f"MultilingualRetriever({self.store!r})"
+
+
+def recorded_model(info: dict[str, Any]) -> str | None:
+    """The model to reopen a collection with: its recorded local folder if still there, else its name;
+    ``None`` (the bundled model) when nothing usable is recorded."""
+    from .bundled import BUNDLED_MODEL_NAME
+
+    name = info.get("encoder")
+    folder = info.get("model_path")
+    if not name or name == BUNDLED_MODEL_NAME:
+        return None
+    if folder and os.path.isdir(folder):
+        return folder
+    return name
