@@ -1,0 +1,39 @@
+"""Fine-tuning a multilingual encoder on one knowledge base with weighted negative sampling (METHOD.md).
+
+One concept per module: :mod:`.split` (index/training split), :mod:`.label_similarity`,
+:mod:`.negatives` (standard / weighted / hard), :mod:`.examples` (anchor, positive, negatives),
+:mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
+:mod:`.card` (model card) and :mod:`.train` (:func:`finetune`). Heavy libraries load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "finetune": ".train", "FinetuneResult": ".train", "OutputExistsError": ".train",
+    "split_kb": ".split", "KBSplit": ".split",
+    "NegativeSampler": ".negatives", "label_probabilities": ".negatives", "mine_hard_negatives": ".negatives",
+    "STRATEGIES": ".negatives",
+    "centroid_similarity": ".label_similarity", "label_similarity": ".label_similarity",
+    "Anchor": ".examples", "Example": ".examples", "build_examples": ".examples",
+    "prepare_training_data": ".data", "TrainingData": ".data",
+    "LanguageBatchSampler": ".sampler", "language_batch_sampler": ".sampler",
+    "LabelMaskedMNRLoss": ".loss", "masked_infonce_loss": ".loss",
+    "Translator": ".translate", "chat_model_translator": ".translate",
+    "read_card": ".card", "CARD_FILE": ".card",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .train import FinetuneResult, finetune
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

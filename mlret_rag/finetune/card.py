@@ -1,0 +1,59 @@
+"""The model card of a fine-tuned folder: ``mlret_card.json`` (machine-readable) and ``README.md``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CARD_FILE = "mlret_card.json"
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    """Write ``card`` (data statistics, sampling/training configuration, evaluation) as JSON and markdown."""
+    out = Path(out)
+    (out / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False, default=str) + "\n")
+    (out / "README.md").write_text(render_markdown(card))
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """Read the ``mlret_card.json`` of a fine-tuned folder."""
+    return json.loads((Path(folder) / CARD_FILE).read_text())
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """A human-readable model card."""
+    lines = [
+        "---", "library_name: sentence-transformers", "tags: [sentence-transformers, mlret-rag, cross-lingual]",
+        "---", "", f"# {card.get('base_model', 'model')} fine-tuned with mlret-rag", "",
+        "Fine-tuned for cross-lingual retrieval over one knowledge base with weighted negative sampling "
+        "(mlret-rag `finetune`). Load it with `SentenceTransformer(path)` or `mlret_rag.MultilingualEncoder(path)`; "
+        f"prompts: `{json.dumps(card.get('prompts', {}), ensure_ascii=False)}`.", "",
+    ]
+    for title, key in (("Data", "data"), ("Sampling", "sampling"), ("Training", "training")):
+        section = card.get(key) or {}
+        lines += [f"## {title}", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in section.items()]
+        lines.append("")
+    evaluation = card.get("evaluation")
+    if evaluation:
+        lines += ["## Evaluation", "", "| model | language | n | MRR | hit@1 | hit@3 | hit@10 | nDCG@10 |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, report in evaluation.items():
+            rows = [("overall", report.get("overall", {}))] + sorted((report.get("per_language") or {}).items())
+            for lang, m in rows:
+                lines.append(
+                    f"| {name} | {lang} | {m.get('n_queries', '')} | " + " | ".join(
+                        f"{m.get(k, float('nan')):.4f}" for k in ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
+                    ) + " |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list, tuple)):
+        return "`" + json.dumps(value, ensure_ascii=False, default=str) + "`"
+    return str(value)
