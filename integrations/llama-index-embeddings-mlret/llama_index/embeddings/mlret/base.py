@@ -1,0 +1,93 @@
+"""``MLRetEmbedding``: a LlamaIndex embedding whose query and text paths stay separate."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Dict, List, Optional
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager
+
+from mlret_rag.encoder import MultilingualEncoder
+
+
+class MLRetEmbedding(BaseEmbedding):
+    """Cross-lingual embeddings from :class:`mlret_rag.MultilingualEncoder`.
+
+    Queries go to ``encode_queries`` and texts to ``encode_documents``, so each side gets the model's own
+    prompt. Vectors are L2-normalised: a dot product is the cosine similarity.
+
+    Args:
+        model: ``None`` for the bundled offline model, a model name, or a local model folder.
+        encoder: a ready ``MultilingualEncoder`` to share (then ``model``/``encoder_kwargs`` must be unset).
+        encoder_kwargs: extra keyword arguments for ``MultilingualEncoder`` (e.g. ``device``, ``backend``).
+        embed_batch_size: texts per batch (also the encoder's batch size unless ``encoder_kwargs`` sets it).
+    """
+
+    model: Optional[str] = Field(default=None, description="Model name or folder; None = bundled model.")
+    encoder_kwargs: Dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for MultilingualEncoder."
+    )
+    _encoder: MultilingualEncoder = PrivateAttr()
+
+    def __init__(
+        self,
+        model: Optional[str] = None,
+        *,
+        encoder: Optional[MultilingualEncoder] = None,
+        encoder_kwargs: Optional[Dict[str, Any]] = None,
+        embed_batch_size: int = 32,
+        callback_manager: Optional[CallbackManager] = None,
+        **kwargs: Any,
+    ) -> None:
+        encoder_kwargs = dict(encoder_kwargs or {})
+        if encoder is not None:
+            if not isinstance(encoder, MultilingualEncoder):
+                raise TypeError(f"encoder must be a MultilingualEncoder, got {type(encoder).__name__}")
+            if model is not None or encoder_kwargs:
+                raise ValueError("give either encoder= or model=/encoder_kwargs=, not both")
+        else:
+            encoder_kwargs.setdefault("batch_size", embed_batch_size)
+            encoder = MultilingualEncoder(model, **encoder_kwargs)
+        super().__init__(
+            model=None if model is None else str(model),
+            encoder_kwargs=encoder_kwargs,
+            model_name=encoder.model_name,
+            embed_batch_size=embed_batch_size,
+            callback_manager=callback_manager,
+            **kwargs,
+        )
+        self._encoder = encoder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MLRetEmbedding"
+
+    @property
+    def encoder(self) -> MultilingualEncoder:
+        """The underlying core encoder."""
+        return self._encoder
+
+    # query path -------------------------------------------------------------------------------
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._encoder.encode_queries([query])[0].tolist()
+
+    def _get_query_embeddings(self, queries: List[str]) -> List[Embedding]:
+        return self._encoder.encode_queries(queries).tolist()
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    # text (document) path -----------------------------------------------------------------------
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._encoder.encode_documents([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+        return self._encoder.encode_documents(texts).tolist()
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
