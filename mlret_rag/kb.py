@@ -64,7 +64,8 @@ def content_hash(text: str, label: str | None, lang: str | None, metadata: Mappi
     """16 hex digits of SHA-256 over a canonical JSON form of a record's content."""
     blob = json.dumps(
         {"text": text, "label": label, "lang": lang, "metadata": dict(metadata)},
-        sort_keys=True, ensure_ascii=False,
+        sort_keys=True,
+        ensure_ascii=False,
     ).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -105,7 +106,7 @@ def load_queries(source: Any) -> list[QueryRecord]:
 
 # -------------------------------------------------------------------------------------------------
 def _kb_record(row: Mapping[str, Any], where: str) -> KBRecord:
-    _check_fields(row, KB_FIELDS, where, hint="put extra fields under \"metadata\"")
+    _check_fields(row, KB_FIELDS, where, hint='put extra fields under "metadata"')
     text = _text(row, where)
     label = _opt_str(row, "label", where)
     lang = _opt_str(row, "lang", where)
@@ -113,7 +114,7 @@ def _kb_record(row: Mapping[str, Any], where: str) -> KBRecord:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, Mapping):
-        raise KnowledgeBaseError(f"{where}: \"metadata\" must be an object, got {_type(metadata)}")
+        raise KnowledgeBaseError(f'{where}: "metadata" must be an object, got {_type(metadata)}')
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise KnowledgeBaseError(f"{where}: metadata keys must be non-empty strings, got {key!r}")
@@ -130,7 +131,7 @@ def _kb_record(row: Mapping[str, Any], where: str) -> KBRecord:
     if rid is None:
         rid = "kb-" + content_hash(text, label, lang, metadata)
     elif not isinstance(rid, str) or not rid.strip():
-        raise KnowledgeBaseError(f"{where}: \"id\" must be a non-empty string, got {rid!r}")
+        raise KnowledgeBaseError(f'{where}: "id" must be a non-empty string, got {rid!r}')
     return KBRecord(id=rid, text=text, label=label, lang=lang, metadata=metadata)
 
 
@@ -140,9 +141,9 @@ def _query_record(row: Mapping[str, Any], where: str) -> QueryRecord:
     rel = row.get("relevant_ids")
     if rel is not None:
         if isinstance(rel, str) or not isinstance(rel, (list, tuple)):
-            raise KnowledgeBaseError(f"{where}: \"relevant_ids\" must be a list of strings, got {_type(rel)}")
+            raise KnowledgeBaseError(f'{where}: "relevant_ids" must be a list of strings, got {_type(rel)}')
         if not rel or not all(isinstance(x, str) and x for x in rel):
-            raise KnowledgeBaseError(f"{where}: \"relevant_ids\" must be a non-empty list of non-empty strings")
+            raise KnowledgeBaseError(f'{where}: "relevant_ids" must be a non-empty list of non-empty strings')
         rel = tuple(rel)
     return QueryRecord(
         text=text,
@@ -166,12 +167,12 @@ def _check_fields(row: Any, allowed: tuple[str, ...], where: str, hint: str = ""
 
 def _text(row: Mapping[str, Any], where: str) -> str:
     if "text" not in row or row["text"] is None:
-        raise KnowledgeBaseError(f"{where}: missing \"text\"")
+        raise KnowledgeBaseError(f'{where}: missing "text"')
     text = row["text"]
     if not isinstance(text, str):
-        raise KnowledgeBaseError(f"{where}: \"text\" must be a string, got {_type(text)}")
+        raise KnowledgeBaseError(f'{where}: "text" must be a string, got {_type(text)}')
     if not text.strip():
-        raise KnowledgeBaseError(f"{where}: \"text\" is empty")
+        raise KnowledgeBaseError(f'{where}: "text" is empty')
     return text
 
 
@@ -180,13 +181,20 @@ def _opt_str(row: Mapping[str, Any], key: str, where: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise KnowledgeBaseError(f"{where}: \"{key}\" must be a non-empty string or absent, got {value!r}")
+        raise KnowledgeBaseError(f'{where}: "{key}" must be a non-empty string or absent, got {value!r}')
     return value
 
 
 def _type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
@@ -213,7 +221,9 @@ def _rows(source: Any, *, csv_kind: str) -> Iterator[tuple[str, Mapping[str, Any
             raise KnowledgeBaseError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl or .csv)")
         return
     if isinstance(source, (bytes, Mapping)):
-        raise TypeError(f"source must be a path, a datasets.Dataset or an iterable of dicts, got {_type(source)}")
+        raise TypeError(
+            f"source must be a path, a datasets.Dataset or an iterable of dicts, got {_type(source)}"
+        )
     label_names = _dataset_label_names(source)
     for i, row in enumerate(source, start=1):
         if label_names is not None and isinstance(row, Mapping) and isinstance(row.get("label"), int):
@@ -237,7 +247,9 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise KnowledgeBaseError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                raise KnowledgeBaseError(
+                    f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                ) from None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
@@ -247,7 +259,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise KnowledgeBaseError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+            raise KnowledgeBaseError(
+                f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
+            ) from None
         yield f"{path}:{lineno}", row
 
 
@@ -262,7 +276,7 @@ def _csv_rows(path: Path, kind: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
         raise KnowledgeBaseError(f"{path}:1: malformed CSV ({exc})") from None
     header = [h.strip() for h in header]
     if "text" not in header:
-        raise KnowledgeBaseError(f"{path}:1: the CSV header has no \"text\" column (got {', '.join(header)})")
+        raise KnowledgeBaseError(f'{path}:1: the CSV header has no "text" column (got {", ".join(header)})')
     while True:
         try:
             cells = next(reader)
@@ -298,4 +312,3 @@ def _csv_row(cells: dict[str, str], kind: str) -> dict[str, Any]:
     if metadata:
         row["metadata"] = metadata
     return row
-

@@ -37,21 +37,36 @@ class MultilingualRetriever:
         collection: str = DEFAULT_COLLECTION,
         auth_token: str | None = None,
         show_progress_bar: bool = True,
+        create: bool = True,
     ) -> MultilingualRetriever:
         """Open a store and its encoder in one call.
 
         With ``model=None`` the model recorded in an existing collection is used when it can be loaded
         here (its local folder still exists, or it is the bundled model); otherwise the bundled model.
+        With ``create=False`` a missing collection raises
+        :class:`~mlret_rag.store.MissingCollectionError` instead of being created empty.
         """
         from .encoder import MultilingualEncoder
 
         if model is None:
-            info = read_collection_info(path=path, host=host, port=port, collection=collection,
-                                        auth_token=auth_token) or {}
+            info = (
+                read_collection_info(
+                    path=path, host=host, port=port, collection=collection, auth_token=auth_token
+                )
+                or {}
+            )
             model = recorded_model(info)
         encoder = MultilingualEncoder(model)
-        store = ChromaStore(encoder, path=path, host=host, port=port, collection=collection,
-                            auth_token=auth_token, show_progress_bar=show_progress_bar)
+        store = ChromaStore(
+            encoder,
+            path=path,
+            host=host,
+            port=port,
+            collection=collection,
+            auth_token=auth_token,
+            show_progress_bar=show_progress_bar,
+            create=create,
+        )
         return cls(store)
 
     def retrieve(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> list[Hit]:
@@ -60,14 +75,18 @@ class MultilingualRetriever:
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         return self.retrieve_batch([query], k=k, where=where)[0]
 
-    def retrieve_batch(self, queries: list[str], k: int = 5, where: dict[str, Any] | None = None) -> list[list[Hit]]:
+    def retrieve_batch(
+        self, queries: list[str], k: int = 5, where: dict[str, Any] | None = None
+    ) -> list[list[Hit]]:
         """:meth:`retrieve` for many questions, encoded in one pass."""
         if not queries:
             return []
         vectors = self.encoder.encode_queries(queries)
         return self.store.query(vectors, k=k, where=where)
 
-    def top_labels(self, query: str, k: int = 10, where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
+    def top_labels(
+        self, query: str, k: int = 10, where: dict[str, Any] | None = None
+    ) -> list[tuple[str, float]]:
         """Labels of the ``k`` best records, each scored by its best hit (max cosine), best first.
 
         Max rather than sum or mean keeps the score on the same cosine scale as a hit and does not favour

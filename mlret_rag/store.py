@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EncoderMismatchError, StoreConnectionError
+from .errors import EncoderMismatchError, MlretError, StoreConnectionError
 from .kb import RESERVED_METADATA_PREFIX, KBRecord, load_kb
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "mlret"
 DEFAULT_BATCH_SIZE = 256
 HASH_KEY = "mlret_hash"
+
+
+class MissingCollectionError(MlretError, LookupError):
+    """The collection asked for does not exist (and was not to be created)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class ChromaStore:
         batch_size: records encoded and committed per step (default 256, capped below the client's
             maximum batch size); a killed run loses at most one batch.
         show_progress_bar: show a progress bar while adding records.
+        create: create the collection when missing; with ``False`` a missing collection is an error.
 
     Raises:
         StoreConnectionError: the server does not answer (message names host:port).
@@ -100,9 +105,11 @@ class ChromaStore:
         auth_token: str | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool = True,
+        create: bool = True,
     ) -> None:
-        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         self.encoder = encoder
         self.show_progress_bar = show_progress_bar
@@ -110,17 +117,22 @@ class ChromaStore:
         self._client, self.location = open_client(path=path, host=host, port=port, auth_token=auth_token)
         with self._guard():
             limit = int(self._client.get_max_batch_size())
-            self._collection = self._open_collection(collection)
+            self._collection = self._open_collection(collection, create=create)
         self.batch_size = max(1, min(batch_size or DEFAULT_BATCH_SIZE, limit - 1))
 
     # ---------------------------------------------------------------------------------------------
-    def _open_collection(self, name: str) -> Any:
+    def _open_collection(self, name: str, *, create: bool) -> Any:
         from chromadb.errors import NotFoundError
 
         wanted = encoder_metadata(self.encoder)
         try:
             col = self._client.get_collection(name, embedding_function=None)
         except (NotFoundError, ValueError):
+            if not create:
+                raise MissingCollectionError(
+                    f"{self.location} has no collection {name!r}; index a knowledge base first "
+                    "(mlret index --kb FILE)"
+                ) from None
             col = self._client.get_or_create_collection(
                 name, configuration={"hnsw": {"space": "cosine"}}, metadata=wanted, embedding_function=None
             )
@@ -161,7 +173,9 @@ class ChromaStore:
         changed = {r.id for r in todo if r.id in stored}
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(todo), desc="indexing", unit="rec", disable=not self.show_progress_bar or not todo) as bar:
+        with tqdm(
+            total=len(todo), desc="indexing", unit="rec", disable=not self.show_progress_bar or not todo
+        ) as bar:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 vectors = self.encoder.encode_documents([r.text for r in batch])
@@ -176,13 +190,17 @@ class ChromaStore:
                         metadatas=[_to_chroma_metadata(r) for r in batch],
                     )
                 bar.update(len(batch))
-        return AddResult(added=len(todo) - len(changed), updated=len(changed), unchanged=len(records) - len(todo))
+        return AddResult(
+            added=len(todo) - len(changed), updated=len(changed), unchanged=len(records) - len(todo)
+        )
 
     def _stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         with self._guard():
             for start in range(0, len(ids), self.batch_size):
-                got = self._collection.get(ids=list(ids[start : start + self.batch_size]), include=["metadatas"])
+                got = self._collection.get(
+                    ids=list(ids[start : start + self.batch_size]), include=["metadatas"]
+                )
                 for rid, meta in zip(got["ids"], got["metadatas"] or []):
                     out[rid] = (meta or {}).get(HASH_KEY, "")
         return out
@@ -205,7 +223,9 @@ class ChromaStore:
         found: dict[str, KBRecord] = {}
         with self._guard():
             for start in range(0, len(ids), self.batch_size):
-                got = self._collection.get(ids=ids[start : start + self.batch_size], include=["documents", "metadatas"])
+                got = self._collection.get(
+                    ids=ids[start : start + self.batch_size], include=["documents", "metadatas"]
+                )
                 for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                     label, lang, user = _from_chroma_metadata(meta)
                     found[rid] = KBRecord(id=rid, text=doc or "", label=label, lang=lang, metadata=user)
@@ -216,8 +236,9 @@ class ChromaStore:
         with self._guard():
             return list(self._collection.get(include=[])["ids"])
 
-    def query(self, vectors: np.ndarray | Sequence[Sequence[float]], k: int = 5,
-              where: dict[str, Any] | None = None) -> list[list[Hit]]:
+    def query(
+        self, vectors: np.ndarray | Sequence[Sequence[float]], k: int = 5, where: dict[str, Any] | None = None
+    ) -> list[list[Hit]]:
         """The ``k`` nearest records to each query vector, best first (``score`` = cosine similarity)."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -231,7 +252,9 @@ class ChromaStore:
             if n == 0:
                 return [[] for _ in range(len(vectors))]
             res = self._collection.query(
-                query_embeddings=vectors, n_results=n, where=where,
+                query_embeddings=vectors,
+                n_results=n,
+                where=where,
                 include=["documents", "metadatas", "distances"],
             )
         out = []
@@ -250,8 +273,13 @@ class ChromaStore:
 
 
 # -------------------------------------------------------------------------------------------------
-def open_client(*, path: str | os.PathLike[str] | None = None, host: str | None = None, port: int | None = None,
-                auth_token: str | None = None) -> tuple[Any, str]:
+def open_client(
+    *,
+    path: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    auth_token: str | None = None,
+) -> tuple[Any, str]:
     """A Chroma client and a location string (``embedded:<path>`` or ``host:port``) for messages."""
     import chromadb
     from chromadb.config import Settings
@@ -318,7 +346,7 @@ def encoder_metadata(encoder: MultilingualEncoder) -> dict[str, Any]:
 
 def decode_info(meta: Mapping[str, Any]) -> dict[str, Any]:
     """Collection metadata as ``{"encoder", "fingerprint", "dimension", "prompts", "model_path", ...}``."""
-    info = {k[len("mlret_"):]: v for k, v in meta.items() if k.startswith("mlret_")}
+    info = {k[len("mlret_") :]: v for k, v in meta.items() if k.startswith("mlret_")}
     if isinstance(info.get("prompts"), str):
         with contextlib.suppress(ValueError):
             info["prompts"] = json.loads(info["prompts"])
@@ -327,7 +355,9 @@ def decode_info(meta: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_collection(col: Any, wanted: Mapping[str, Any], *, where: str) -> None:
     """Refuse a collection that uses another metric or was filled by another encoder."""
-    space = ((col.configuration or {}).get("hnsw") or {}).get("space") or (col.metadata or {}).get("hnsw:space")
+    space = ((col.configuration or {}).get("hnsw") or {}).get("space") or (col.metadata or {}).get(
+        "hnsw:space"
+    )
     if space and space != "cosine":
         raise EncoderMismatchError(f"{where} uses {space!r} distance; mlret-rag needs a cosine collection")
     meta = col.metadata or {}
@@ -335,7 +365,10 @@ def check_collection(col: Any, wanted: Mapping[str, Any], *, where: str) -> None
         raise EncoderMismatchError(
             f"{where} was not created by mlret-rag (no encoder recorded); use another collection name"
         )
-    if meta["mlret_fingerprint"] != wanted["mlret_fingerprint"] or meta.get("mlret_dimension") != wanted["mlret_dimension"]:
+    if (
+        meta["mlret_fingerprint"] != wanted["mlret_fingerprint"]
+        or meta.get("mlret_dimension") != wanted["mlret_dimension"]
+    ):
         raise EncoderMismatchError(
             f"{where} was indexed with encoder {meta.get('mlret_encoder')!r} (fingerprint "
             f"{meta['mlret_fingerprint']}, dim {meta.get('mlret_dimension')}, prompts {meta.get('mlret_prompts')}), "
@@ -344,9 +377,14 @@ def check_collection(col: Any, wanted: Mapping[str, Any], *, where: str) -> None
         )
 
 
-def read_collection_info(*, path: str | os.PathLike[str] | None = None, host: str | None = None,
-                         port: int | None = None, collection: str = DEFAULT_COLLECTION,
-                         auth_token: str | None = None) -> dict[str, Any] | None:
+def read_collection_info(
+    *,
+    path: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    collection: str = DEFAULT_COLLECTION,
+    auth_token: str | None = None,
+) -> dict[str, Any] | None:
     """The encoder recorded in a collection, without loading any model (``None`` if it does not exist)."""
     from chromadb.errors import NotFoundError
 
