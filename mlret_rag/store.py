@@ -300,9 +300,15 @@ def open_client(
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     location = f"{host}:{port}"
     headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else None
-    with connection_errors(location, remote=True):
-        client = chromadb.HttpClient(host=host, port=port, headers=headers, settings=settings)
-        client.heartbeat()
+    try:
+        with connection_errors(location, remote=True):
+            client = chromadb.HttpClient(host=host, port=port, headers=headers, settings=settings)
+            client.heartbeat()
+    except StoreConnectionError:
+        raise
+    except Exception as exc:  # something answered, but not a Chroma server we can talk to
+        detail = " ".join(str(exc).split())[:160]
+        raise StoreConnectionError(f"{location} did not answer as a Chroma server: {detail}") from exc
     return client, location
 
 
