@@ -33,11 +33,11 @@ class LanguageBatchSampler(DefaultBatchSampler):
         n = len(dataset)
         if languages is not None and len(languages) != n:
             raise ValueError(f"languages has {len(languages)} entries for a dataset of {n} rows")
-        groups: dict[str | None, list[int]] = defaultdict(list)
-        for i in range(n):
+        groups: dict[str | None, list[int]] = defaultdict(list)  # in order of first appearance: no
+        for i in range(n):                                       # language code is treated specially
             key = languages[i] if (one_language_per_batch and languages is not None) else "all"
             groups[key].append(i)
-        self.groups = [np.asarray(v) for _, v in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+        self.groups = [np.asarray(v, dtype=np.int64) for v in groups.values()]
         self.one_language_per_batch = one_language_per_batch
 
     def _batches_in(self, size: int) -> int:
