@@ -1,0 +1,58 @@
+"""LangChain's standard retriever suite, plus ids, scores, metadata and filters against the core."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+from langchain_tests.integration_tests import RetrieversIntegrationTests
+
+from langchain_mlret import MLRetRetriever
+
+
+class TestMLRetRetrieverStandard(RetrieversIntegrationTests):
+    @pytest.fixture(autouse=True)
+    def _core(self, core_retriever) -> None:
+        self._core_retriever = core_retriever
+
+    @property
+    def retriever_constructor(self) -> type[MLRetRetriever]:
+        return MLRetRetriever
+
+    @property
+    def retriever_constructor_params(self) -> dict:
+        return {"retriever": self._core_retriever}
+
+    @property
+    def retriever_query_example(self) -> str:
+        return "¿Cuándo me devuelven el dinero?"
+
+
+def test_documents_carry_id_label_and_cosine_score(core_retriever) -> None:
+    query = "Wie setze ich mein Passwort zurück?"
+    docs = MLRetRetriever(retriever=core_retriever, k=3).invoke(query)
+    hits = core_retriever.retrieve(query, k=3)
+    assert [d.id for d in docs] == [h.id for h in hits]
+    assert docs[0].metadata["label"] == "password_reset"
+    for doc, hit in zip(docs, hits):
+        assert isinstance(doc, Document)
+        assert doc.page_content == hit.text
+        assert doc.metadata["id"] == hit.id and doc.metadata["score"] == hit.score
+        assert doc.metadata["dept"] == hit.metadata["dept"]
+    assert docs[0].metadata["score"] >= docs[-1].metadata["score"]
+
+
+def test_where_filter_in_constructor_and_invoke(core_retriever) -> None:
+    query = "Wie setze ich mein Passwort zurück?"
+    billing = MLRetRetriever(retriever=core_retriever, k=4, where={"dept": "billing"}).invoke(query)
+    assert {d.metadata["label"] for d in billing} == {"refund"} and len(billing) == 2
+    shipping = MLRetRetriever(retriever=core_retriever).invoke(query, where={"label": "track_order"}, k=1)
+    assert [d.metadata["label"] for d in shipping] == ["track_order"]
+
+
+def test_accepts_a_store_and_rejects_other_things(core_retriever) -> None:
+    docs = MLRetRetriever(retriever=core_retriever.store, k=2).invoke("refund")
+    assert len(docs) == 2
+    with pytest.raises(ValueError, match="MultilingualRetriever or a ChromaStore"):
+        MLRetRetriever(retriever="not a retriever")
+    with pytest.raises(ValueError, match="k"):
+        MLRetRetriever(retriever=core_retriever, k=0)
