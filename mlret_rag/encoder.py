@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 TEXT_NORMALIZATION = "NFC"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 # Files that do not change what a model computes; left out of the fingerprint.
 _NOT_MODEL_FILES = {"README.md", "NOTICE", "mlret_manifest.json", "config_sentence_transformers.json"}
 _NOT_MODEL_DIRS = {"onnx", "checkpoints", "eval", "runs"}
@@ -41,6 +42,11 @@ class MultilingualEncoder:
         show_progress_bar: show a progress bar while encoding.
         prompts: override the model's prompts, e.g. ``{"query": "query: ", "document": "passage: "}``.
             By default the prompts saved with the model are used (e5 folders carry them).
+        backend: inference engine. ``"onnx"`` (default when onnxruntime is installed): ONNX Runtime
+            fp32, the same vectors as PyTorch (cosine >= 0.9999) at about twice the speed;
+            ``"onnx-int8"``: dynamically quantised weights, faster still, cosine >= 0.99 to fp32;
+            ``"torch"``: sentence-transformers on PyTorch (any architecture, GPU). The ONNX file is
+            exported once into ``<model folder>/onnx/`` on first use. Training always uses PyTorch.
 
     Texts are NFC-normalised before tokenisation. Text longer than the model's window is truncated,
     never rejected.
@@ -55,6 +61,7 @@ class MultilingualEncoder:
         max_seq_length: int | None = None,
         show_progress_bar: bool = False,
         prompts: dict[str, str] | None = None,
+        backend: str | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -67,16 +74,35 @@ class MultilingualEncoder:
             or not all(isinstance(v, str) for v in prompts.values())
         ):
             raise ValueError(f"prompts must map 'query'/'document' to strings, got {prompts!r}")
+        backend = default_backend() if backend is None else backend
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if backend != "torch" and device not in ("auto", "cpu"):
+            raise ValueError(f"backend={backend!r} runs on the CPU only; got device={device!r} (use backend='torch')")
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
+        self.backend = backend
         self._model_arg = model
+        self._device = device
+        self._max_seq_length_arg = max_seq_length
         self._folder, self.model_name = _resolve(model)
-        self._model = _load_sentence_transformer(
-            str(self._folder) if self._folder else str(model), _pick_device(device)
-        )
-        if max_seq_length is not None:
-            self._model.max_seq_length = max_seq_length
-        saved = dict(self._model.prompts or {})
+        self._st_model: SentenceTransformer | None = None
+        self._onnx: Any = None
+        if backend == "torch":
+            self._st_model = self._load_torch()
+            saved = dict(self._st_model.prompts or {})
+        else:
+            if self._folder is None:
+                raise ValueError(
+                    f"backend={backend!r} needs a local model folder; {model!r} was not found locally "
+                    "(use backend='torch')"
+                )
+            from .onnx_backend import OnnxSentenceEncoder
+
+            self._onnx = OnnxSentenceEncoder(
+                self._folder, backend, _model_files_digest(self._folder), max_seq_length=max_seq_length
+            )
+            saved = dict(self._onnx.config["prompts"])
         chosen = prompts if prompts is not None else saved
         self.query_prompt = chosen.get("query", "")
         self.document_prompt = chosen.get("document", chosen.get("passage", ""))
@@ -95,6 +121,8 @@ class MultilingualEncoder:
         clean = prepare_texts(texts)
         if not clean:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self._onnx is not None:
+            return self._onnx.encode(clean, prompt, self.batch_size, self.show_progress_bar)
         vectors = self._model.encode(
             clean,
             prompt=prompt or None,
@@ -106,14 +134,32 @@ class MultilingualEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     # ---------------------------------------------------------------------------------------------
+    def _load_torch(self) -> SentenceTransformer:
+        model = _load_sentence_transformer(
+            str(self._folder) if self._folder else str(self._model_arg), _pick_device(self._device)
+        )
+        if self._max_seq_length_arg is not None:
+            model.max_seq_length = self._max_seq_length_arg
+        return model
+
+    @property
+    def _model(self) -> SentenceTransformer:
+        if self._st_model is None:  # ONNX backends load PyTorch only when asked for it (training)
+            self._st_model = self._load_torch()
+        return self._st_model
+
     @property
     def dimension(self) -> int:
         """Length of the vectors this encoder produces."""
+        if self._onnx is not None:
+            return int(self._onnx.dimension)
         return int(self._model.get_embedding_dimension())
 
     @property
     def max_seq_length(self) -> int:
         """Token window; longer texts are truncated."""
+        if self._onnx is not None:
+            return int(self._onnx.max_seq_length)
         return int(self._model.max_seq_length)
 
     @property
@@ -128,7 +174,10 @@ class MultilingualEncoder:
 
     @property
     def sentence_transformer(self) -> SentenceTransformer:
-        """The underlying ``SentenceTransformer`` (used for training; prompts are not applied by it)."""
+        """The underlying ``SentenceTransformer`` (used for training; prompts are not applied by it).
+
+        With an ONNX backend it is loaded on first access.
+        """
         return self._model
 
     @property
@@ -136,7 +185,7 @@ class MultilingualEncoder:
         """Stable hash of the weights, tokenizer, prompts and text normalisation (16 hex digits).
 
         Two encoders with the same fingerprint produce interchangeable vectors; stores use it to refuse
-        vectors from a different encoder.
+        vectors from a different encoder. It is the same for every backend of one model.
         """
         if self._fingerprint is None:
             payload = {
@@ -150,7 +199,14 @@ class MultilingualEncoder:
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return f"MultilingualEncoder(model={self.model_name!r}, dimension={self.dimension})"
+        return f"MultilingualEncoder(model={self.model_name!r}, dimension={self.dimension}, backend={self.backend!r})"
+
+
+def default_backend() -> str:
+    """``"onnx"`` when onnxruntime is installed (same vectors as PyTorch, faster on CPU), else ``"torch"``."""
+    import importlib.util
+
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
 # -------------------------------------------------------------------------------------------------

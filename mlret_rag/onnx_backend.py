@@ -1,0 +1,391 @@
+"""ONNX Runtime inference for sentence-transformers folders (Transformer + mean Pooling [+ Normalize]).
+
+The transformer is exported once from PyTorch (eager attention, opset 17, dynamic batch and sequence
+axes), fused by onnxruntime's BERT optimiser and saved as ``<model folder>/onnx/model.onnx``; the int8
+variant ``model_int8.onnx`` is dynamically quantised from it with the FFN down-projections kept fp32
+(quantising them costs retrieval quality). Files are written to a temporary name and renamed into place
+under a file lock; a manifest records their size, mtime and sha256 plus the weights they came from, so
+a damaged or stale file is rebuilt. Encoding reproduces sentence-transformers: the folder's tokenizer,
+prompt prepended to the text, truncation to ``max_seq_length``, mean pooling over the attention mask,
+L2 normalisation, float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MlretError
+
+logger = logging.getLogger(__name__)
+
+BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
+ONNX_SUBDIR = "onnx"
+MANIFEST = "manifest.json"
+OPSET = 17
+_EXPORT_VERSION = 2  # bump when the export recipe changes, so old files are rebuilt
+_SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+
+
+class OnnxBackendError(MlretError, RuntimeError):
+    """The model cannot run on the ONNX backend (unsupported layout or a failed export)."""
+
+
+# -------------------------------------------------------------------------------------------------
+# Reading the sentence-transformers folder without loading PyTorch
+
+
+def read_folder_config(folder: Path) -> dict[str, Any]:
+    """Prompts, token window, dimension and pad id of a Transformer+Pooling(mean)+Normalize folder.
+
+    Raises:
+        OnnxBackendError: the folder has other modules, another pooling mode, or no ``tokenizer.json``.
+    """
+    folder = Path(folder)
+    hint = 'use backend="torch" for this model'
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise OnnxBackendError(f"{folder}/modules.json is missing or unreadable ({exc}); {hint}") from exc
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k not in _SUPPORTED_MODULES for k in kinds) or (
+        len(kinds) > 2 and kinds[2:] != ["Normalize"]
+    ):
+        raise OnnxBackendError(
+            f"the ONNX backend supports Transformer + Pooling(mean) [+ Normalize] models; {folder} has "
+            f"{' + '.join(kinds) or 'no modules'}; {hint}"
+        )
+    if modules[0].get("path", "") != "":
+        raise OnnxBackendError(f"{folder}: the Transformer module is not at the folder root; {hint}")
+    pooling = _read_json(folder / modules[1]["path"] / "config.json")
+    mode = pooling.get("pooling_mode")
+    if mode is None:  # sentence-transformers < 6 wrote one boolean per mode
+        on = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True]
+        mode = "mean" if on == ["pooling_mode_mean_tokens"] else ",".join(on) or "none"
+    if mode != "mean" or pooling.get("include_prompt", True) is not True:
+        raise OnnxBackendError(
+            f"{folder}: pooling is {mode!r} (include_prompt={pooling.get('include_prompt', True)}); the ONNX "
+            f"backend supports mean pooling over all tokens only; {hint}"
+        )
+    if not (folder / "tokenizer.json").is_file():
+        raise OnnxBackendError(f"{folder} has no tokenizer.json (a fast tokenizer is needed); {hint}")
+    st_config = _read_json(folder / "config_sentence_transformers.json")
+    bert_config = _read_json(folder / "sentence_bert_config.json")
+    tok_config = _read_json(folder / "tokenizer_config.json")
+    hf_config = _read_json(folder / "config.json")
+    # sentence-transformers reads the window from the tokenizer (set from sentence_bert_config if given).
+    window = bert_config.get("max_seq_length") or tok_config.get("model_max_length")
+    max_pos = hf_config.get("max_position_embeddings")
+    if not isinstance(window, int) or window > 1_000_000:
+        window = max_pos
+    if not isinstance(window, int):
+        raise OnnxBackendError(f"{folder}: cannot tell the model's token window; {hint}")
+    dimension = pooling.get("embedding_dimension") or pooling.get("word_embedding_dimension")
+    return {
+        "prompts": dict(st_config.get("prompts") or {}),
+        "max_seq_length": int(window),
+        "dimension": int(dimension or hf_config.get("hidden_size")),
+        "pad_token": tok_config.get("pad_token"),
+        "pad_token_id": hf_config.get("pad_token_id"),
+        "num_heads": int(hf_config.get("num_attention_heads", 0)),
+        "hidden_size": int(hf_config.get("hidden_size", 0)),
+        "model_type": hf_config.get("model_type"),
+    }
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise OnnxBackendError(f"{path} is unreadable: {exc}") from exc
+    if isinstance(data, dict) and isinstance(data.get("pad_token"), dict):  # AddedToken form
+        data["pad_token"] = data["pad_token"].get("content")
+    return data if isinstance(data, dict) else {}
+
+
+# -------------------------------------------------------------------------------------------------
+# Export, optimisation, quantisation: once per model folder, atomically
+
+
+def onnx_dir_for(folder: Path, source_digest: str) -> Path:
+    """Where a folder's ONNX files live: ``<folder>/onnx``, or the cache when the folder is read-only."""
+    local = Path(folder) / ONNX_SUBDIR
+    if os.access(folder, os.W_OK) and (not local.exists() or os.access(local, os.W_OK)):
+        return local
+    from .bundled import cache_dir
+
+    return cache_dir() / "onnx" / source_digest[:16]
+
+
+def ensure_onnx_model(folder: Path, backend: str, source_digest: str) -> Path:
+    """Return the path of ``backend``'s ONNX file for ``folder``, exporting it first when missing or damaged."""
+    if backend not in BACKEND_FILES:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_FILES)}, got {backend!r}")
+    out_dir = onnx_dir_for(folder, source_digest)
+    target = out_dir / BACKEND_FILES[backend]
+    if _is_valid(out_dir, target.name, source_digest):
+        return target
+    from filelock import FileLock
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir / ".export.lock")):
+        if _is_valid(out_dir, target.name, source_digest):  # another process built it meanwhile
+            return target
+        fp32 = out_dir / BACKEND_FILES["onnx"]
+        if not _is_valid(out_dir, fp32.name, source_digest):
+            if fp32.exists():
+                logger.warning("ONNX file %s is damaged or stale; rebuilding it.", fp32)
+            started = time.perf_counter()
+            _write_atomic(fp32, _export_fp32(folder).SerializeToString())
+            _record(out_dir, fp32.name, source_digest, time.perf_counter() - started)
+        if backend == "onnx-int8":
+            started = time.perf_counter()
+            _write_atomic(target, _quantize_int8(fp32))
+            _record(out_dir, target.name, source_digest, time.perf_counter() - started)
+    return target
+
+
+def invalidate(onnx_file: Path) -> None:
+    """Forget a file's manifest entry so the next :func:`ensure_onnx_model` rebuilds it."""
+    manifest = _read_manifest(onnx_file.parent)
+    if manifest.get("files", {}).pop(onnx_file.name, None) is not None:
+        _write_atomic(onnx_file.parent / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def _export_fp32(folder: Path) -> Any:
+    """Export the transformer with eager attention and fuse it with onnxruntime's BERT optimiser."""
+    import onnx
+    import torch
+    from onnxruntime.transformers import optimizer
+    from transformers import AutoModel
+
+    from ._quiet import quiet_transformers
+
+    cfg = read_folder_config(folder)
+    try:
+        with quiet_transformers():
+            model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+    except Exception as exc:  # noqa: BLE001 - any load failure means: not exportable here
+        raise OnnxBackendError(f"cannot load {folder} for ONNX export ({exc}); use backend=\"torch\"") from exc
+
+    class _LastHiddenState(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.tensor([[0, 100, 200, 2], [0, 300, 2, 1]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    axes = {0: "batch", 1: "sequence"}
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _LastHiddenState(model), (ids, mask), buffer, input_names=["input_ids", "attention_mask"],
+                output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
+                dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+            )
+    except Exception as exc:  # noqa: BLE001
+        raise OnnxBackendError(f"ONNX export of {folder} failed ({exc}); use backend=\"torch\"") from exc
+    del model
+    raw = onnx.load_from_string(buffer.getvalue())
+    del buffer
+    fused = optimizer.optimize_model(
+        raw, model_type="bert", num_heads=cfg["num_heads"], hidden_size=cfg["hidden_size"], opt_level=0
+    )
+    stats = fused.get_fused_operator_statistics()
+    if not stats.get("Attention"):
+        logger.warning("onnxruntime fused no attention in %s; the ONNX model will be slower.", folder)
+    fused.topological_sort()
+    _declare_ms_domain(fused.model)
+    return fused.model
+
+
+def _declare_ms_domain(model: Any) -> None:
+    """Fused nodes live in the ``com.microsoft`` domain, which must be imported for shape inference."""
+    if any(n.domain == "com.microsoft" for n in model.graph.node) and not any(
+        o.domain == "com.microsoft" for o in model.opset_import
+    ):
+        opset = model.opset_import.add()
+        opset.domain, opset.version = "com.microsoft", 1
+
+
+def _quantize_int8(fp32: Path) -> bytes:
+    """Dynamic int8 weights for every MatMul and fused Attention except the FFN down-projections."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(fp32))
+    _declare_ms_domain(model)
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    keep_fp32 = [
+        node.name for node in model.graph.node
+        if node.op_type == "MatMul" and len(shapes.get(node.input[1], ())) == 2
+        and shapes[node.input[1]][0] > shapes[node.input[1]][1]  # e.g. 1536 -> 384
+    ]
+    with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
+        out = Path(tmp) / "int8.onnx"
+        quantize_dynamic(
+            model, out, op_types_to_quantize=["MatMul", "Attention"], per_channel=False,
+            weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+        return out.read_bytes()
+
+
+@contextlib.contextmanager
+def _no_root_warnings() -> Iterator[None]:
+    """The quantiser logs a generic 'consider pre-processing' warning through the root logger."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+        return manifest if isinstance(manifest, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(out_dir: Path, name: str, source_digest: str, seconds: float) -> None:
+    import onnxruntime
+    import torch
+
+    path = out_dir / name
+    stat = path.stat()
+    manifest = _read_manifest(out_dir)
+    files = manifest.setdefault("files", {})
+    files[name] = {
+        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path),
+        "source_digest": source_digest, "export_version": _EXPORT_VERSION, "opset": OPSET,
+        "seconds": round(seconds, 1), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+    }
+    _write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
+def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:
+    """Size must match; a changed mtime (a copy, an overwrite) costs a sha256 check."""
+    entry = _read_manifest(out_dir).get("files", {}).get(name)
+    path = out_dir / name
+    try:
+        if not entry or entry["source_digest"] != source_digest or entry["export_version"] != _EXPORT_VERSION:
+            return False
+        stat = path.stat()
+        if stat.st_size != entry["size"]:
+            return False
+        return stat.st_mtime_ns == entry["mtime_ns"] or _sha256(path) == entry["sha256"]
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------------
+# Inference
+
+
+class OnnxSentenceEncoder:
+    """Tokenise, run the ONNX transformer, mean-pool and L2-normalise, the way sentence-transformers does."""
+
+    def __init__(self, folder: Path, backend: str, source_digest: str, max_seq_length: int | None = None) -> None:
+        self.config = read_folder_config(folder)
+        self.backend = backend
+        self.max_seq_length = int(max_seq_length or self.config["max_seq_length"])
+        self.dimension = self.config["dimension"]
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=self.max_seq_length)
+        pad = self.config["pad_token"]
+        pad_id = self._tokenizer.token_to_id(pad) if isinstance(pad, str) else None
+        self._pad_id = int(pad_id if pad_id is not None else (self.config["pad_token_id"] or 0))
+        self.path = ensure_onnx_model(folder, backend, source_digest)
+        try:
+            self._session = _session(self.path)
+        except Exception as exc:  # noqa: BLE001 - a file that passed the manifest but fails to load
+            logger.warning("ONNX file %s failed to load (%s); rebuilding it.", self.path, exc)
+            invalidate(self.path)
+            if backend == "onnx-int8":
+                invalidate(self.path.with_name(BACKEND_FILES["onnx"]))
+            self.path = ensure_onnx_model(folder, backend, source_digest)
+            self._session = _session(self.path)
+
+    def encode(self, texts: Sequence[str], prompt: str, batch_size: int, show_progress_bar: bool = False) -> np.ndarray:
+        """Encode already-validated texts into an (n, dim) float32 array of unit vectors."""
+        encodings = self._tokenizer.encode_batch([prompt + t for t in texts])
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        starts = range(0, len(order), batch_size)
+        if show_progress_bar:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="Batches", unit="batch")
+        for start in starts:
+            index = order[start : start + batch_size]
+            batch = [encodings[i].ids for i in index]
+            width = max(len(ids) for ids in batch)
+            ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            (hidden,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
+            weights = mask[:, :, None].astype(np.float32)
+            pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+            norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+            out[index] = pooled / np.clip(norms, 1e-12, None)
+        return out
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
