@@ -215,8 +215,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join([f"Model: {report['model']}", "", head, rule, *body])
 
 
-def report_markdown(reports: Mapping[str, Mapping[str, Any]], metric: str = "mrr") -> str:
-    """Compare models: an overall table (every metric), then ``metric`` per language (rows) and model (columns)."""
+def report_markdown(
+    reports: Mapping[str, Mapping[str, Any]], metric: str = "mrr", languages: Sequence[str] | None = None,
+) -> str:
+    """Compare models: an overall table (every metric), then ``metric`` per language (rows) and model (columns).
+
+    ``languages`` picks and orders the rows (default: every language, sorted).
+    """
     names = list(reports)
     if not names:
         raise ValueError("report_markdown needs at least one report")
@@ -226,7 +231,7 @@ def report_markdown(reports: Mapping[str, Mapping[str, Any]], metric: str = "mrr
     lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{reports[n]['overall'][k]:.4f}" for k in metrics) + " |")
-    langs = sorted({lang for r in reports.values() for lang in r["per_language"]})
+    langs = _languages(reports, languages) or sorted({lang for r in reports.values() for lang in r["per_language"]})
     lines += ["", f"{metric} per language:", "", "| language | n | " + " | ".join(names) + " |",
               "|---|---:|" + "---:|" * len(names)]
     for lang in langs:
@@ -241,8 +246,12 @@ def report_markdown(reports: Mapping[str, Mapping[str, Any]], metric: str = "mrr
 
 def plot_per_language(
     reports: Mapping[str, Mapping[str, Any]], path: str | os.PathLike[str], metric: str = "mrr",
+    languages: Sequence[str] | None = None, title: str | None = None,
 ) -> Path:
-    """Save a PNG bar chart of ``metric`` per language, one bar per model (languages sorted by the first model)."""
+    """Save a PNG bar chart of ``metric`` per language, one bar per model.
+
+    ``languages`` picks and orders the bars (default: every language, best first under the first model).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,19 +261,22 @@ def plot_per_language(
     if not names:
         raise ValueError("plot_per_language needs at least one report")
     first = reports[names[0]]["per_language"]
-    langs = sorted({lang for r in reports.values() for lang in r["per_language"]},
-                   key=lambda lang: (-first.get(lang, {}).get(metric, -1.0), lang))
+    langs = _languages(reports, languages) or sorted(
+        {lang for r in reports.values() for lang in r["per_language"]},
+        key=lambda lang: (-first.get(lang, {}).get(metric, -1.0), lang),
+    )
     width = 0.8 / len(names)
     x = np.arange(len(langs))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(langs) * max(1, len(names)) / 2 + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(30.0, max(6.0, 2 + len(langs) * (0.18 + 0.08 * len(names)))), 4.5))
     for i, n in enumerate(names):
         values = [reports[n]["per_language"].get(lang, {}).get(metric, np.nan) for lang in langs]
         overall = reports[n]["overall"][metric]
         ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, label=f"{n} (overall {overall:.3f})")
     ax.set_xticks(x, langs, rotation=90 if len(langs) > 12 else 0)
-    ax.set_ylabel(metric.upper() if metric == "mrr" else metric)
+    label = metric.upper() if metric == "mrr" else metric
+    ax.set_ylabel(label)
     ax.set_ylim(0, 1)
-    ax.set_title(f"{metric} per query language")
+    ax.set_title(title or f"{label} per query language")
     ax.legend(fontsize="small", loc="lower left")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -273,3 +285,13 @@ def plot_per_language(
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def _languages(reports: Mapping[str, Mapping[str, Any]], languages: Sequence[str] | None) -> list[str]:
+    if languages is None:
+        return []
+    known = {lang for r in reports.values() for lang in r["per_language"]}
+    missing = [lang for lang in languages if lang not in known]
+    if missing:
+        raise ValueError(f"languages: {missing} appear in no report (reports have {sorted(known)})")
+    return list(languages)

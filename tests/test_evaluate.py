@@ -158,3 +158,12 @@ def test_markdown_tables_and_png_chart(tmp_path):
         report_markdown(reports, metric="map")
     png = plot_per_language(reports, tmp_path / "sub" / "chart.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_languages_pick_and_order_rows_and_bars(tmp_path):
+    reports = {"base": _fake_report("base", 0.0)}
+    md = report_markdown(reports, languages=["sw", "en"])
+    assert md.index("| sw |") < md.index("| en |") and "| de |" not in md
+    with pytest.raises(ValueError, match="xx"):
+        report_markdown(reports, languages=["xx"])
+    assert plot_per_language(reports, tmp_path / "c.png", languages=["en"], title="t").exists()
