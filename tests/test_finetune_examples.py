@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlret_rag.finetune import Anchor, NegativeSampler, build_examples, centroid_similarity, mine_hard_negatives
+from mlret_rag.finetune import (
+    Anchor,
+    NegativeSampler,
+    build_examples,
+    centroid_similarity,
+    mine_hard_negatives,
+)
 from mlret_rag.kb import KBRecord
 
 N_LABELS, PER_LABEL = 6, 3

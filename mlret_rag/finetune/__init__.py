@@ -23,10 +23,36 @@ _EXPORTS = {
     "Translator": ".translate", "chat_model_translator": ".translate",
     "read_card": ".card", "CARD_FILE": ".card",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CARD_FILE",
+    "STRATEGIES",
+    "Anchor",
+    "Example",
+    "FinetuneResult",
+    "KBSplit",
+    "LabelMaskedMNRLoss",
+    "LanguageBatchSampler",
+    "NegativeSampler",
+    "OutputExistsError",
+    "TrainingData",
+    "Translator",
+    "build_examples",
+    "centroid_similarity",
+    "chat_model_translator",
+    "finetune",
+    "label_probabilities",
+    "label_similarity",
+    "language_batch_sampler",
+    "masked_infonce_loss",
+    "mine_hard_negatives",
+    "prepare_training_data",
+    "read_card",
+    "split_kb",
+]
 
 if TYPE_CHECKING:
-    from .train import FinetuneResult, finetune
+    from .train import FinetuneResult as FinetuneResult
+    from .train import finetune as finetune
 
 
 def __getattr__(name: str) -> Any:

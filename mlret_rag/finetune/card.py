@@ -26,9 +26,11 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines = [
         "---", "library_name: sentence-transformers", "tags: [sentence-transformers, mlret-rag, cross-lingual]",
         "---", "", f"# {card.get('base_model', 'model')} fine-tuned with mlret-rag", "",
-        "Fine-tuned for cross-lingual retrieval over one knowledge base with weighted negative sampling "
-        "(mlret-rag `finetune`). Load it with `SentenceTransformer(path)` or `mlret_rag.MultilingualEncoder(path)`; "
-        f"prompts: `{json.dumps(card.get('prompts', {}), ensure_ascii=False)}`.", "",
+        (
+            "Fine-tuned for cross-lingual retrieval over one knowledge base with weighted negative sampling "
+            "(mlret-rag `finetune`). Load it with `SentenceTransformer(path)` or "
+            f"`mlret_rag.MultilingualEncoder(path)`; prompts: `{json.dumps(card.get('prompts', {}), ensure_ascii=False)}`."
+        ), "",
     ]
     for title, key in (("Data", "data"), ("Sampling", "sampling"), ("Training", "training")):
         section = card.get(key) or {}

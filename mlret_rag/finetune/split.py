@@ -38,7 +38,7 @@ def split_kb(kb: Sequence[KBRecord], *, train_ratio: float = 0.3, seed: int = 0)
         raise ValueError(f"train_ratio must be a number strictly between 0 and 1, got {train_ratio!r}")
     labelled = [i for i, r in enumerate(kb) if r.label is not None]
     order = np.random.default_rng(seed).permutation(len(labelled))
-    n_train = int(round(train_ratio * len(labelled)))
+    n_train = round(train_ratio * len(labelled))
     train_pos = {labelled[j] for j in order[:n_train]}
     index = [r for i, r in enumerate(kb) if i not in train_pos]
     index_labels = {r.label for r in index}

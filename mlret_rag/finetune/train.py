@@ -100,9 +100,8 @@ def finetune(
     started = time.perf_counter()
     _check_options(negatives, negatives_per_anchor, temperature, epochs, batch_size, learning_rate, max_steps)
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not overwrite:
-            raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True (--overwrite) to replace it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True (--overwrite) to replace it")
     kb_records = _as_kb(kb)
     query_records = None if queries is None else _as_queries(queries)
     data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
@@ -215,7 +214,7 @@ def _examples(encoder, data: TrainingData, strategy: str, k: int, temperature: f
 def _dataset(examples: list[Example]):
     from datasets import Dataset
 
-    nfc = lambda t: unicodedata.normalize("NFC", t)  # noqa: E731  (the encoder NFC-normalises too)
+    nfc = lambda t: unicodedata.normalize("NFC", t)
     k = len(examples[0].negatives)
     columns: dict[str, list] = {"anchor": [nfc(e.anchor) for e in examples],
                                 "positive": [nfc(e.positive) for e in examples]}
@@ -248,7 +247,7 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
             per_device_train_batch_size=config["batch_size"], learning_rate=config["learning_rate"],
             warmup_steps=0.1, seed=config["seed"], data_seed=config["seed"], save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
-            prompts=prompts or None, dataloader_drop_last=False,
+            prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             batch_sampler=language_batch_sampler([e.lang for e in examples],
                                                  one_language_per_batch=config["one_language_per_batch"]),
         )
