@@ -1,0 +1,77 @@
+"""``MLRetRetriever``: LlamaIndex nodes from mlret-rag's multilingual retriever, scored by cosine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, List, Optional, Union
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.callbacks import CallbackManager
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import MetadataFilters
+
+from llama_index.retrievers.mlret.filters import to_chroma_where
+from mlret_rag.retriever import MultilingualRetriever
+from mlret_rag.store import ChromaStore, Hit
+
+
+class MLRetRetriever(BaseRetriever):
+    """Retrieve knowledge-base records for a question in any language.
+
+    Each result is a ``NodeWithScore`` whose node id is the KB id, whose text is the KB text, whose
+    metadata holds ``label`` (and ``lang`` plus the record's own metadata), and whose score is the
+    core's cosine similarity (higher is better, at most 1).
+
+    Args:
+        retriever: a core ``MultilingualRetriever``, or a ``ChromaStore`` to search.
+        similarity_top_k: number of records to return.
+        filters: LlamaIndex ``MetadataFilters`` on ``label``, ``lang`` or the records' metadata.
+    """
+
+    def __init__(
+        self,
+        retriever: Union[MultilingualRetriever, ChromaStore],
+        *,
+        similarity_top_k: int = 5,
+        filters: Optional[MetadataFilters] = None,
+        callback_manager: Optional[CallbackManager] = None,
+        verbose: bool = False,
+    ) -> None:
+        if isinstance(retriever, ChromaStore):
+            retriever = MultilingualRetriever(retriever)
+        if not isinstance(retriever, MultilingualRetriever):
+            raise TypeError(
+                f"retriever must be a MultilingualRetriever or a ChromaStore, got {type(retriever).__name__}"
+            )
+        if not isinstance(similarity_top_k, int) or isinstance(similarity_top_k, bool) or similarity_top_k < 1:
+            raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
+        self._core = retriever
+        self.similarity_top_k = similarity_top_k
+        self.filters = filters
+        self._where = to_chroma_where(filters)  # fail early on unsupported filters
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+
+    @classmethod
+    def from_defaults(cls, model: Optional[str] = None, *, similarity_top_k: int = 5,
+                      filters: Optional[MetadataFilters] = None, **open_kwargs: Any) -> "MLRetRetriever":
+        """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
+        ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
+        return cls(MultilingualRetriever.open(model, **open_kwargs), similarity_top_k=similarity_top_k,
+                   filters=filters)
+
+    @property
+    def core(self) -> MultilingualRetriever:
+        """The core retriever this adapter delegates to."""
+        return self._core
+
+    def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        hits = self._core.retrieve(query_bundle.query_str, k=self.similarity_top_k, where=self._where)
+        return [_to_node(hit) for hit in hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+        return await asyncio.to_thread(self._retrieve, query_bundle)
+
+
+def _to_node(hit: Hit) -> NodeWithScore:
+    node = TextNode(id_=hit.id, text=hit.text, metadata={**hit.metadata, "label": hit.label})
+    return NodeWithScore(node=node, score=hit.score)
