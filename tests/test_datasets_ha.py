@@ -115,3 +115,21 @@ def test_benchmark_is_reproducible(small_bench):
     other = build_intent_benchmark(train_languages=("de",), zero_shot_languages=("nl",), kb_per_intent=8,
                                    train_per_intent=4, eval_per_intent=2, seed=4)
     assert other.index != small_bench.index
+
+
+def test_language_groups_and_saved_files_reload(small_bench, tmp_path):
+    from mlret_rag.kb import load_kb, load_queries
+
+    assert small_bench.language_groups == {"en": "pivot", "de": "train", "nl": "zero-shot"}
+    paths = small_bench.save(tmp_path)
+    assert load_kb(paths["index"]) == small_bench.index
+    assert load_kb(paths["kb_train"]) == small_bench.kb_train
+    assert load_queries(paths["train_queries"]) == small_bench.train_queries
+    assert load_queries(paths["eval_queries"]) == small_bench.eval_queries
+
+
+def test_regional_variants_of_training_languages_are_marked():
+    b = ha.IntentBenchmark(index=[], kb_train=[], train_queries=[], eval_queries=[],
+                           train_languages=("de", "zh-CN"), zero_shot_languages=("de-CH", "zh-TW", "sw"))
+    assert b.language_groups == {"en": "pivot", "de": "train", "zh-CN": "train",
+                                 "de-CH": "zero-shot-variant", "zh-TW": "zero-shot-variant", "sw": "zero-shot"}

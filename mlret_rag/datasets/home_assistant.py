@@ -29,11 +29,13 @@ some templates and biased towards the first alternatives when cut off. Choices m
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from ..kb import KBRecord, QueryRecord
@@ -267,6 +269,30 @@ class IntentBenchmark:
     def labels(self) -> list[str]:
         """Intent labels of the index, sorted."""
         return sorted({r.label for r in self.index if r.label})
+
+    @property
+    def language_groups(self) -> dict[str, str]:
+        """Each evaluation language's role: ``pivot``, ``train``, ``zero-shot-variant`` (a regional or
+        script variant of a training language, e.g. de-CH next to de) or ``zero-shot``."""
+        base = {lang.split("-")[0] for lang in self.train_languages}
+        groups = {PIVOT_LANGUAGE: "pivot", **{lang: "train" for lang in self.train_languages}}
+        for lang in self.zero_shot_languages:
+            groups[lang] = "zero-shot-variant" if lang.split("-")[0] in base else "zero-shot"
+        return groups
+
+    def save(self, folder: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``index``, ``kb_train``, ``train_queries`` and ``eval_queries`` as JSON Lines files that
+        ``mlret finetune`` / ``mlret eval`` read; returns the paths by part name."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for part in ("index", "kb_train", "train_queries", "eval_queries"):
+            paths[part] = out / f"{part}.jsonl"
+            with paths[part].open("w", encoding="utf-8") as fh:
+                for rec in getattr(self, part):
+                    row = {k: v for k, v in asdict(rec).items() if v not in (None, {})}
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return paths
 
 
 def build_intent_benchmark(
