@@ -201,8 +201,6 @@ def _check_k_values(k_values: Sequence[int]) -> list[int]:
 
 
 # -------------------------------------------------------------------------------------------------
-METRIC_KEYS_ORDER = ("mrr", "hit@1", "hit@3", "hit@10", "ndcg@10")
-
 
 def format_report(report: Mapping[str, Any]) -> str:
     """A markdown table of one report: a row per language (overall first), a column per metric."""
