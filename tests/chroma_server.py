@@ -44,7 +44,9 @@ def run_chroma_server(path: Path, *, timeout: float = 60.0) -> Iterator[tuple[st
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [chroma_executable(), "run", "--host", HOST, "--port", str(port), "--path", str(path)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
         deadline = time.monotonic() + timeout
