@@ -244,7 +244,7 @@ def _resolve(model: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(name, local_files_only=True)), name
-    except Exception:  # not in the local hub cache; sentence-transformers will try to download it
+    except Exception:  # noqa: BLE001 - not in the local hub cache; sentence-transformers will download it
         return None, name
 
 

@@ -179,7 +179,7 @@ def _export_fp32(folder: Path) -> Any:
     try:
         with quiet_transformers():
             model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
-    except Exception as exc:  # noqa: BLE001 - any load failure means: not exportable here
+    except Exception as exc:
         raise OnnxBackendError(f"cannot load {folder} for ONNX export ({exc}); use backend=\"torch\"") from exc
 
     class _LastHiddenState(torch.nn.Module):
@@ -202,7 +202,7 @@ def _export_fp32(folder: Path) -> Any:
                 output_names=["last_hidden_state"], opset_version=OPSET, dynamo=False,
                 dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
             )
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise OnnxBackendError(f"ONNX export of {folder} failed ({exc}); use backend=\"torch\"") from exc
     del model
     raw = onnx.load_from_string(buffer.getvalue())
