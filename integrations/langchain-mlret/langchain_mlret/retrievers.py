@@ -46,8 +46,8 @@ class MLRetRetriever(BaseRetriever):
     def _wrap_store(cls, value: Any) -> Any:
         if isinstance(value, ChromaStore):
             return MultilingualRetriever(value)
-        if not isinstance(value, MultilingualRetriever):
-            raise ValueError(
+        if not isinstance(value, MultilingualRetriever):  # pydantic reports ValueError, not TypeError
+            raise ValueError(  # noqa: TRY004
                 f"retriever must be a MultilingualRetriever or a ChromaStore, got {type(value).__name__}"
             )
         return value

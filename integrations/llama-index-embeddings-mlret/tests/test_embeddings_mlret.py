@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from llama_index.core.base.embeddings.base import BaseEmbedding
-
 from llama_index.embeddings.mlret import MLRetEmbedding
 
 TEXTS = [

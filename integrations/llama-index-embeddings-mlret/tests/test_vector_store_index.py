@@ -7,9 +7,8 @@ import math
 import chromadb
 import pytest
 from llama_index.core import Document, StorageContext, VectorStoreIndex
-from llama_index.vector_stores.chroma import ChromaVectorStore
-
 from llama_index.embeddings.mlret import MLRetEmbedding
+from llama_index.vector_stores.chroma import ChromaVectorStore
 
 KB = {
     "hours": "The pharmacy is open from 9 am to 6 pm on weekdays.",

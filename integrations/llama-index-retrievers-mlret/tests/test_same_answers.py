@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from langchain_mlret import MLRetRetriever as LangChainRetriever
-
 from llama_index.retrievers.mlret import MLRetRetriever as LlamaIndexRetriever
 
 K = 4

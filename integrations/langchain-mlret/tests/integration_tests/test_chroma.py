@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from langchain_chroma import Chroma
-
 from langchain_mlret import MLRetEmbeddings
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from langchain_tests.integration_tests import EmbeddingsIntegrationTests
-
 from langchain_mlret import MLRetEmbeddings
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 
 
 class TestMLRetEmbeddingsIntegration(EmbeddingsIntegrationTests):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.documents import Document
-from langchain_tests.integration_tests import RetrieversIntegrationTests
-
 from langchain_mlret import MLRetRetriever
+from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 
 class TestMLRetRetrieverStandard(RetrieversIntegrationTests):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from langchain_tests.unit_tests import EmbeddingsUnitTests
-
 from langchain_mlret import MLRetEmbeddings
+from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 
 class TestMLRetEmbeddingsUnit(EmbeddingsUnitTests):

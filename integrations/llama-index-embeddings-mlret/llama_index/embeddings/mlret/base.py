@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -25,20 +25,20 @@ class MLRetEmbedding(BaseEmbedding):
         embed_batch_size: texts per batch (also the encoder's batch size unless ``encoder_kwargs`` sets it).
     """
 
-    model: Optional[str] = Field(default=None, description="Model name or folder; None = bundled model.")
-    encoder_kwargs: Dict[str, Any] = Field(
+    model: str | None = Field(default=None, description="Model name or folder; None = bundled model.")
+    encoder_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments for MultilingualEncoder."
     )
     _encoder: MultilingualEncoder = PrivateAttr()
 
     def __init__(
         self,
-        model: Optional[str] = None,
+        model: str | None = None,
         *,
-        encoder: Optional[MultilingualEncoder] = None,
-        encoder_kwargs: Optional[Dict[str, Any]] = None,
+        encoder: MultilingualEncoder | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
         embed_batch_size: int = 32,
-        callback_manager: Optional[CallbackManager] = None,
+        callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
         encoder_kwargs = dict(encoder_kwargs or {})
@@ -73,7 +73,7 @@ class MLRetEmbedding(BaseEmbedding):
     def _get_query_embedding(self, query: str) -> Embedding:
         return self._encoder.encode_queries([query])[0].tolist()
 
-    def _get_query_embeddings(self, queries: List[str]) -> List[Embedding]:
+    def _get_query_embeddings(self, queries: list[str]) -> list[Embedding]:
         return self._encoder.encode_queries(queries).tolist()
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
@@ -83,11 +83,11 @@ class MLRetEmbedding(BaseEmbedding):
     def _get_text_embedding(self, text: str) -> Embedding:
         return self._encoder.encode_documents([text])[0].tolist()
 
-    def _get_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return self._encoder.encode_documents(texts).tolist()
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
         return await asyncio.to_thread(self._get_text_embedding, text)
 
-    async def _aget_text_embeddings(self, texts: List[str]) -> List[Embedding]:
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
         return await asyncio.to_thread(self._get_text_embeddings, texts)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, List, Optional, Union
+from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores.types import MetadataFilters
-
 from llama_index.retrievers.mlret.filters import to_chroma_where
+
 from mlret_rag.retriever import MultilingualRetriever
 from mlret_rag.store import ChromaStore, Hit
 
@@ -30,11 +30,11 @@ class MLRetRetriever(BaseRetriever):
 
     def __init__(
         self,
-        retriever: Union[MultilingualRetriever, ChromaStore],
+        retriever: MultilingualRetriever | ChromaStore,
         *,
         similarity_top_k: int = 5,
-        filters: Optional[MetadataFilters] = None,
-        callback_manager: Optional[CallbackManager] = None,
+        filters: MetadataFilters | None = None,
+        callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
         if isinstance(retriever, ChromaStore):
@@ -52,8 +52,8 @@ class MLRetRetriever(BaseRetriever):
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
-    def from_defaults(cls, model: Optional[str] = None, *, similarity_top_k: int = 5,
-                      filters: Optional[MetadataFilters] = None, **open_kwargs: Any) -> "MLRetRetriever":
+    def from_defaults(cls, model: str | None = None, *, similarity_top_k: int = 5,
+                      filters: MetadataFilters | None = None, **open_kwargs: Any) -> MLRetRetriever:
         """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
         ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
         return cls(MultilingualRetriever.open(model, **open_kwargs), similarity_top_k=similarity_top_k,
@@ -64,11 +64,11 @@ class MLRetRetriever(BaseRetriever):
         """The core retriever this adapter delegates to."""
         return self._core
 
-    def _retrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         hits = self._core.retrieve(query_bundle.query_str, k=self.similarity_top_k, where=self._where)
         return [_to_node(hit) for hit in hits]
 
-    async def _aretrieve(self, query_bundle: QueryBundle) -> List[NodeWithScore]:
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return await asyncio.to_thread(self._retrieve, query_bundle)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Union
+from typing import Any
 
 from llama_index.core.vector_stores.types import (
     FilterCondition,
@@ -24,7 +24,7 @@ _OPERATORS = {
 _CONDITIONS = {FilterCondition.AND: "$and", FilterCondition.OR: "$or"}
 
 
-def to_chroma_where(filters: Optional[MetadataFilters]) -> Optional[Dict[str, Any]]:
+def to_chroma_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
     """A Chroma ``where`` dict equivalent to ``filters`` (``None`` when there is nothing to filter).
 
     Keys are the record's metadata keys plus ``label`` and ``lang``. Supports the operators
@@ -38,7 +38,7 @@ def to_chroma_where(filters: Optional[MetadataFilters]) -> Optional[Dict[str, An
     return _translate(filters, "filters")
 
 
-def _translate(item: Union[MetadataFilters, MetadataFilter], where: str) -> Dict[str, Any]:
+def _translate(item: MetadataFilters | MetadataFilter, where: str) -> dict[str, Any]:
     if isinstance(item, MetadataFilter):
         return _one(item, where)
     parts = [_translate(f, f"{where}.filters[{i}]") for i, f in enumerate(item.filters)]
@@ -54,7 +54,7 @@ def _translate(item: Union[MetadataFilters, MetadataFilter], where: str) -> Dict
     return {_CONDITIONS[condition]: parts}
 
 
-def _one(f: MetadataFilter, where: str) -> Dict[str, Any]:
+def _one(f: MetadataFilter, where: str) -> dict[str, Any]:
     op = _OPERATORS.get(f.operator)
     if op is None:
         allowed = ", ".join(o.value for o in _OPERATORS)
