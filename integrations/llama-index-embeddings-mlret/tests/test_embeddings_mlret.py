@@ -66,5 +66,7 @@ def test_bad_arguments_are_named(encoder):
         MLRetEmbedding(encoder="not an encoder")
     with pytest.raises(ValueError, match="device"):
         MLRetEmbedding(encoder_kwargs={"device": "tpu"})
+    with pytest.raises(ValueError, match="backend"):  # encoder keywords such as backend= pass through
+        MLRetEmbedding(encoder_kwargs={"backend": "tpu"})
     with pytest.raises(TypeError, match="no_such_option"):
         MLRetEmbedding(encoder_kwargs={"no_such_option": 1})

@@ -24,5 +24,7 @@ def test_bad_arguments_are_named(encoder) -> None:
         MLRetEmbeddings(encoder="not an encoder")
     with pytest.raises(ValueError, match="device"):
         MLRetEmbeddings(encoder_kwargs={"device": "tpu"})
+    with pytest.raises(ValueError, match="backend"):  # encoder keywords such as backend= pass through
+        MLRetEmbeddings(encoder_kwargs={"backend": "tpu"})
     with pytest.raises(ValueError, match="no_such_field"):  # pydantic names the unknown keyword
         MLRetEmbeddings(no_such_field=1)
