@@ -108,10 +108,10 @@ def main() -> None:
     }
     (args.out / "quality_ha.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     md = [f"# Home Assistant intents: base vs fine-tuned (seed {args.seed}, {args.epochs} epoch(s))", "",
-          f"{payload['data']['index']} English index entries, {payload['data']['intents']} intents; "
+          (f"{payload['data']['index']} English index entries, {payload['data']['intents']} intents; "
           f"{payload['data']['train_queries']} training anchors in {', '.join(bench.train_languages)}; "
           f"{payload['data']['eval_queries']} held-out queries in English, the training languages and "
-          f"{len(bench.zero_shot_languages)} zero-shot languages. Total time {timings['total_s']} s (CPU).", "",
+          f"{len(bench.zero_shot_languages)} zero-shot languages. Total time {timings['total_s']} s (CPU)."), "",
           report_markdown(reports), "", "## Targets", "", "```json", json.dumps(summary, indent=2), "```", ""]
     (args.out / "quality_ha.md").write_text("\n".join(md))
     plot_per_language(reports, args.out / "quality_ha.png")
