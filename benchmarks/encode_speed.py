@@ -4,7 +4,13 @@ Measures, on this machine: sentences/s for short queries and ~100-token passages
 texts, runs interleaved, medians and the per-run ratio), peak RSS, first-use conversion time of the bundled
 model and cold load time of the cached model. Prints a table and saves ``results/encode_speed.json``.
 
-    .venv/bin/python benchmarks/encode_speed.py [--runs 5] [--batch-size 32]
+Backends (``--part backends``): for torch, onnx and onnx-int8, each in its own process, cold load,
+single-query latency p50/p95, batch throughput on short texts and ~100-token passages and peak RSS; then
+MRR per language group on the Home Assistant intent benchmark for each backend and for int8 query
+vectors searched against fp32 document vectors (a collection built with ``onnx`` queried with
+``onnx-int8``). Saves ``results/encode_backends.json``.
+
+    .venv/bin/python benchmarks/encode_speed.py [--part all|wrapper|backends] [--runs 5] [--batch-size 32]
 """
 
 from __future__ import annotations
@@ -109,12 +115,138 @@ def throughput(runs: int, batch_size: int) -> dict:
     return result
 
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+_BACKEND = """
+import json, resource, statistics, sys, time
+import numpy as np
+sys.path.insert(0, {bench!r})
+t = time.perf_counter()
+from mlret_rag import MultilingualEncoder
+e = MultilingualEncoder(batch_size={bs}, backend={backend!r})
+out = {{"load_s": time.perf_counter() - t}}
+from encode_speed import texts
+short, passages = texts()
+e.encode_queries(short[:{bs}])  # warm-up
+lat = []
+for i in range(200):
+    q = [short[i % len(short)]]
+    t = time.perf_counter(); e.encode_queries(q); lat.append(time.perf_counter() - t)
+out["single_query_ms_p50"] = 1000 * float(np.percentile(lat, 50))
+out["single_query_ms_p95"] = 1000 * float(np.percentile(lat, 95))
+for name, data, fn in (("short_queries", short, e.encode_queries), ("passages_100tok", passages, e.encode_documents)):
+    rates = []
+    for _ in range({runs}):
+        t = time.perf_counter(); fn(data); rates.append(len(data) / (time.perf_counter() - t))
+    out[name + "_sent_per_s"] = statistics.median(rates)
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from mlret_rag.datasets import build_intent_benchmark
+bench = build_intent_benchmark(seed=0)
+np.savez({vectors!r}, docs=e.encode_documents([r.text for r in bench.index]),
+         queries=e.encode_queries([q.text for q in bench.eval_queries]))
+print(json.dumps(out))
+"""
+
+
+def backends(runs: int, batch_size: int) -> dict:
+    """Speed, memory and intent-benchmark MRR per backend, each backend in a fresh process."""
+    import numpy as np
+
+    from mlret_rag.datasets import build_intent_benchmark
+    from mlret_rag.evaluate import rank, relevance_matrix, score_rankings
+
+    _child(_CONVERT)
+    for backend in BACKENDS[1:]:  # export once, outside the timed loads
+        _child(_LOAD.replace("{backend!r}", repr(backend)))
+    bench = build_intent_benchmark(seed=0)
+    relevance = relevance_matrix(bench.index, bench.eval_queries)
+    groups = bench.language_groups
+    query_groups = np.array([groups[q.lang] for q in bench.eval_queries])
+    langs = np.array([q.lang for q in bench.eval_queries])
+    speed, vectors = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in BACKENDS:
+            path = os.path.join(tmp, f"{backend}.npz")
+            code = _BACKEND.format(bench=str(HERE), bs=batch_size, backend=backend, runs=runs, vectors=path)
+            speed[backend] = {k: round(v, 2) for k, v in _child(code).items()}
+            with np.load(path) as data:
+                vectors[backend] = (data["docs"], data["queries"])
+    combos = {b: vectors[b] for b in BACKENDS}
+    combos["onnx-int8 queries vs onnx docs"] = (vectors["onnx"][0], vectors["onnx-int8"][1])
+    mrr: dict[str, dict] = {}
+    for name, (docs, queries) in combos.items():
+        rr = score_rankings(rank(queries, docs), relevance)["mrr"]
+        by_group = {g: round(float(rr[query_groups == g].mean()), 4) for g in sorted(set(query_groups))}
+        mrr[name] = {"overall": round(float(rr.mean()), 4), **by_group,
+                     "per_language": {lang: float(rr[langs == lang].mean()) for lang in sorted(set(langs))}}
+    base = mrr["onnx"]
+    ratios = {
+        name: {g: round(mrr[name][g] / base[g], 4) for g in base if g != "per_language"}
+        for name in mrr if name != "onnx"
+    }
+    worst = {
+        name: min((mrr[name]["per_language"][lang] / base["per_language"][lang], lang)
+                   for lang in base["per_language"] if base["per_language"][lang] > 0)
+        for name in mrr if name != "onnx"
+    }
+    cos = {name: float((combos[name][1] * vectors["torch"][1]).sum(axis=1).min()) for name in BACKENDS[1:]}
+    return {
+        "speed": speed,
+        "speedup_vs_torch": {
+            b: {k: round(speed[b][k] / speed["torch"][k], 2) for k in ("short_queries_sent_per_s",
+                                                                        "passages_100tok_sent_per_s")}
+            for b in BACKENDS[1:]
+        },
+        "mrr": {name: {k: v for k, v in row.items() if k != "per_language"} for name, row in mrr.items()},
+        "mrr_ratio_vs_onnx_fp32": ratios,
+        "worst_language_ratio_vs_onnx_fp32": {n: {"ratio": round(r, 4), "lang": lang} for n, (r, lang) in worst.items()},
+        "min_query_cosine_vs_torch": {n: round(c, 5) for n, c in cos.items()},
+        "benchmark": {"n_index": len(bench.index), "n_queries": len(bench.eval_queries),
+                      "queries_per_group": {g: int((query_groups == g).sum()) for g in sorted(set(query_groups))}},
+        "onnx_export": _export_record(),
+    }
+
+
+def _export_record() -> dict:
+    from mlret_rag.bundled import ensure_bundled_model
+
+    try:
+        manifest = json.loads((ensure_bundled_model() / "onnx" / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {name: {"seconds": f.get("seconds"), "size_mb": round(f["size"] / 2**20, 1)}
+            for name, f in manifest.get("files", {}).items()}
+
+
+def print_backends(report: dict) -> None:
+    speed = report["speed"]
+    print(f"{'backend':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'short/s':>9}{'pass/s':>8}{'RSS MB':>8}")
+    for b, row in speed.items():
+        print(f"{b:<12}{row['load_s']:>8}{row['single_query_ms_p50']:>8}{row['single_query_ms_p95']:>8}"
+              f"{row['short_queries_sent_per_s']:>9}{row['passages_100tok_sent_per_s']:>8}{row['peak_rss_mb']:>8}")
+    groups = [g for g in next(iter(report["mrr"].values())) if g != "overall"]
+    print(f"{'MRR':<32}{'overall':>9}" + "".join(f"{g:>19}" for g in groups))
+    for name, row in report["mrr"].items():
+        print(f"{name:<32}{row['overall']:>9}" + "".join(f"{row[g]:>19}" for g in groups))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encode_speed.json")
+    parser.add_argument("--backends-out", type=Path, default=HERE / "results" / "encode_backends.json")
+    parser.add_argument("--part", choices=("all", "wrapper", "backends"), default="all")
     args = parser.parse_args()
+    if args.part in ("all", "backends"):
+        report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                  "batch_size": args.batch_size, "runs": args.runs, **backends(args.runs, args.batch_size)}
+        args.backends_out.parent.mkdir(parents=True, exist_ok=True)
+        args.backends_out.write_text(json.dumps(report, indent=2) + "\n")
+        print_backends(report)
+        print(f"saved {args.backends_out}")
+    if args.part == "backends":
+        return
 
     with tempfile.TemporaryDirectory() as home:
         convert = _child(_CONVERT, env=dict(os.environ, MLRET_HOME=home))
