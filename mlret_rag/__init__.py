@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -9,18 +10,40 @@ __version__ = "0.1.0"
 # Public names resolve lazily so that `import mlret_rag` loads no model and no heavy library.
 _EXPORTS = {
     "MultilingualEncoder": "mlret_rag.encoder",
+    "BACKENDS": "mlret_rag.encoder",
+    "KBRecord": "mlret_rag.kb",
+    "QueryRecord": "mlret_rag.kb",
+    "load_kb": "mlret_rag.kb",
+    "load_queries": "mlret_rag.kb",
+    "ChromaStore": "mlret_rag.store",
+    "Hit": "mlret_rag.store",
+    "AddResult": "mlret_rag.store",
+    "MultilingualRetriever": "mlret_rag.retriever",
+    "finetune": "mlret_rag.finetune",
+    "FinetuneResult": "mlret_rag.finetune",
+    "evaluate": "mlret_rag.evaluate",
+    "report_markdown": "mlret_rag.evaluate",
+    "plot_per_language": "mlret_rag.evaluate",
+    "MlretError": "mlret_rag.errors",
+    "KnowledgeBaseError": "mlret_rag.errors",
+    "EncoderMismatchError": "mlret_rag.errors",
+    "StoreConnectionError": "mlret_rag.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .encoder import MultilingualEncoder
+    from .encoder import BACKENDS, MultilingualEncoder
+    from .errors import EncoderMismatchError, KnowledgeBaseError, MlretError, StoreConnectionError
+    from .evaluate import evaluate, plot_per_language, report_markdown
+    from .finetune import FinetuneResult, finetune
+    from .kb import KBRecord, QueryRecord, load_kb, load_queries
+    from .retriever import MultilingualRetriever
+    from .store import AddResult, ChromaStore, Hit
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value

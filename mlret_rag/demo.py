@@ -65,6 +65,7 @@ def run_demo(
     questions: list[QueryRecord] | None = None,
     show_progress_bar: bool = False,
     print_table: bool = True,
+    backend: str | None = None,
 ) -> list[DemoRow]:
     """Index the demo KB with ``model`` (bundled by default) and answer the demo questions.
 
@@ -74,6 +75,7 @@ def run_demo(
         questions: questions to ask instead of the bundled ones.
         show_progress_bar: show the indexing progress bar.
         print_table: print the result table and a one-line summary with ``rich``.
+        backend: inference engine (``None``: the encoder's default).
 
     Returns:
         one :class:`DemoRow` per question, in order.
@@ -83,7 +85,7 @@ def run_demo(
     from .store import ChromaStore
 
     questions = questions if questions is not None else load_demo_questions()
-    encoder = MultilingualEncoder(model)
+    encoder = MultilingualEncoder(model, backend=backend)
     with tempfile.TemporaryDirectory(prefix="mlret-demo-", ignore_cleanup_errors=True) as tmp:
         store = ChromaStore(
             encoder, path=db_path or tmp, collection=DEMO_COLLECTION, show_progress_bar=show_progress_bar

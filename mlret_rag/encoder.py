@@ -26,7 +26,7 @@ TEXT_NORMALIZATION = "NFC"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # Files that do not change what a model computes; left out of the fingerprint.
-_NOT_MODEL_FILES = {"README.md", "NOTICE", "mlret_manifest.json", "config_sentence_transformers.json"}
+_NOT_MODEL_FILES = {"README.md", "mlret_card.json", "NOTICE", "mlret_manifest.json", "config_sentence_transformers.json"}
 _NOT_MODEL_DIRS = {"onnx", "checkpoints", "eval", "runs"}
 
 

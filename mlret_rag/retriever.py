@@ -38,6 +38,7 @@ class MultilingualRetriever:
         auth_token: str | None = None,
         show_progress_bar: bool = True,
         create: bool = True,
+        backend: str | None = None,
     ) -> MultilingualRetriever:
         """Open a store and its encoder in one call.
 
@@ -45,6 +46,7 @@ class MultilingualRetriever:
         here (its local folder still exists, or it is the bundled model); otherwise the bundled model.
         With ``create=False`` a missing collection raises
         :class:`~mlret_rag.store.MissingCollectionError` instead of being created empty.
+        ``backend`` picks the inference engine (see :class:`~mlret_rag.MultilingualEncoder`).
         """
         from .encoder import MultilingualEncoder
 
@@ -56,7 +58,7 @@ class MultilingualRetriever:
                 or {}
             )
             model = recorded_model(info)
-        encoder = MultilingualEncoder(model)
+        encoder = MultilingualEncoder(model, backend=backend)
         store = ChromaStore(
             encoder,
             path=path,

@@ -17,6 +17,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Shared option spellings (DESIGN.md): every subcommand that takes one spells it the same way.
 MODEL_HELP = "Model name, local folder, or nothing for the bundled multilingual-e5-small."
 QUIET_HELP = "Hide progress bars."
+BACKEND_HELP = "Inference engine: torch, onnx or onnx-int8 (default: onnx when onnxruntime is installed)."
 
 
 def one_line_errors(func: F) -> F:
@@ -27,7 +28,7 @@ def one_line_errors(func: F) -> F:
         os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
         try:
             return func(*args, **kwargs)
-        except (MlretError, FileNotFoundError, ValueError, TypeError) as exc:
+        except (MlretError, OSError, ValueError, TypeError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

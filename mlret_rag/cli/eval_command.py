@@ -13,7 +13,7 @@ import typer
 
 from ..errors import MlretError
 from . import app
-from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
+from ._common import BACKEND_HELP, MODEL_HELP, QUIET_HELP, one_line_errors
 
 
 @app.command("eval")
@@ -22,11 +22,13 @@ def eval_command(
     kb: Annotated[Path, typer.Option("--kb", help="Knowledge base: .jsonl or .csv file.")],
     queries: Annotated[Path, typer.Option("--queries", help="Queries with label or relevant_ids: .jsonl or .csv.")],
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON to this file.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
     """Retrieve every query against the KB and report MRR, hit@1/3/10 and nDCG@10, overall and per language."""
+    from ..encoder import MultilingualEncoder
     from ..evaluate import evaluate, format_report
     from ..kb import load_kb, load_queries
 
@@ -37,7 +39,8 @@ def eval_command(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
-            report = evaluate(model, kb_records, query_records, batch_size=batch_size,
+            encoder = MultilingualEncoder(model, backend=backend, batch_size=batch_size)
+            report = evaluate(encoder, kb_records, query_records, batch_size=batch_size,
                               show_progress_bar=not quiet)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):

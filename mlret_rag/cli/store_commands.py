@@ -13,7 +13,7 @@ import typer
 
 from ..errors import MlretError
 from . import app
-from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
+from ._common import BACKEND_HELP, MODEL_HELP, QUIET_HELP, one_line_errors
 
 DB_HELP = "Embedded Chroma folder (default: $MLRET_HOME/db). Not with --host."
 HOST_HELP = "Chroma server host (use with --port) instead of an embedded folder."
@@ -58,6 +58,7 @@ def index_command(
     port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
     collection: Annotated[str, typer.Option("--collection", help=COLLECTION_HELP)] = "mlret",
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help=BATCH_HELP)] = None,
     prune: Annotated[bool, typer.Option("--prune", help=PRUNE_HELP)] = False,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
@@ -71,7 +72,7 @@ def index_command(
     where = _where(db, host, port)
     records = load_kb(kb)  # validated in full before anything is opened or written
     with _library_errors():
-        encoder = MultilingualEncoder(model)
+        encoder = MultilingualEncoder(model, backend=backend)
         store = ChromaStore(
             encoder,
             collection=collection,
@@ -111,6 +112,7 @@ def query_command(
             "--model", help="Model to encode the question; default: the one that indexed the collection."
         ),
     ] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
 ) -> None:
     """Retrieve the best knowledge-base entries for a question (score = cosine similarity)."""
@@ -128,6 +130,7 @@ def query_command(
             auth_token=auth_token,
             show_progress_bar=False,
             create=False,
+            backend=backend,
             **where,
         )
         hits = retriever.retrieve(text, k=k)
@@ -162,10 +165,11 @@ def query_command(
 @one_line_errors
 def demo_command(
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
     """Index a small English support FAQ and answer questions in 7 languages (offline)."""
     from ..demo import run_demo
 
     with _library_errors():
-        run_demo(model=model, show_progress_bar=not quiet)
+        run_demo(model=model, backend=backend, show_progress_bar=not quiet)

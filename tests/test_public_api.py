@@ -1,0 +1,39 @@
+"""The public API is small, pinned, and importing it is cheap (no model, no torch, no chromadb)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlret_rag
+
+EXPECTED = {
+    "AddResult", "BACKENDS", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
+    "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
+    "StoreConnectionError", "evaluate", "finetune", "load_kb", "load_queries", "plot_per_language",
+    "report_markdown", "__version__",
+}
+
+
+def test_all_is_pinned():
+    assert set(mlret_rag.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves():
+    for name in mlret_rag.__all__:
+        assert getattr(mlret_rag, name) is not None
+
+
+def test_import_and_help_load_nothing_heavy():
+    code = (
+        "import sys, mlret_rag, mlret_rag.cli\n"
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'chromadb', 'transformers', 'onnxruntime')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+    help_text = subprocess.run([sys.executable, "-m", "mlret_rag.cli", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0
+    for command in ("index", "query", "finetune", "eval", "demo"):
+        assert command in help_text.stdout
