@@ -31,6 +31,8 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/encode_speed.py
+	$(PY) benchmarks/retrieve_speed.py
+	$(PY) benchmarks/quality_ha.py
 
 lint: install
 	$(VENV)/bin/ruff check mlret_rag tests benchmarks integrations
