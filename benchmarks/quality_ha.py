@@ -1,10 +1,13 @@
 """Quality benchmark on Home Assistant intents: base vs fine-tuned (standard / weighted / hard negatives).
 
 English KB (index part searched), training anchors in the training languages, held-out evaluation
-queries in English, the training languages and zero-shot languages left out of training. CPU, about
-15 minutes with the defaults. Writes ``benchmarks/results/quality_ha.{json,md,png}``.
+queries in English, the training languages and zero-shot languages left out of training. Besides the
+three strategies, the weighting variants we tried (temperature, confusion-based and per-anchor
+similarity, sentence-transformers' loss-side hardness weighting) run with the same data and seed; see
+``RUNS``. CPU (2 cores), about 15 minutes with the defaults. Writes
+``benchmarks/results/quality_ha.{json,md,png}``.
 
-    python benchmarks/quality_ha.py [--train-per-intent 8] [--eval-per-intent 3] [--epochs 1]
+    python benchmarks/quality_ha.py [--train-per-intent 3] [--eval-per-intent 2] [--runs standard,weighted]
 """
 
 from __future__ import annotations
@@ -21,6 +24,24 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+# name -> (finetune options, what it tests). "weighted" is the library default for negatives="weighted".
+RUNS: dict[str, tuple[dict, str]] = {
+    "standard": ({"negatives": "standard"}, "uniform other-label negatives"),
+    "weighted": ({"negatives": "weighted"}, "library default for negatives='weighted'"),
+    "hard": ({"negatives": "hard"}, "top other-label index records under the base model"),
+    "w-centroid-T0.02": ({"negatives": "weighted", "similarity": "centroid", "temperature": 0.02},
+                         "label-centroid cosine, sharper softmax"),
+    "w-centroid-T0.1": ({"negatives": "weighted", "similarity": "centroid", "temperature": 0.1},
+                        "label-centroid cosine, flatter softmax"),
+    "w-confusion-T0.25": ({"negatives": "weighted", "similarity": "confusion", "temperature": 0.25},
+                          "base-model label confusions of the training anchors (top-10, 1/rank)"),
+    "w-anchor-T0.05": ({"negatives": "weighted", "similarity": "anchor", "temperature": 0.05},
+                       "per-anchor cosine to label centroids"),
+    "standard+loss-hardness": ({"negatives": "standard", "hardness_mode": "all_negatives", "hardness_strength": 5.0},
+                               "uniform negatives, ST6 MNRL-style hardness_mode=all_negatives, strength 5"),
+}
+DEFAULT_RUNS = ",".join(RUNS)
 
 
 def targets(reports: dict, train_languages: tuple, zero_shot: tuple) -> dict:
@@ -53,15 +74,47 @@ def targets(reports: dict, train_languages: tuple, zero_shot: tuple) -> dict:
     return out
 
 
+def group_table(reports: dict, train_languages: tuple, zero_shot: tuple, summary: dict) -> str:
+    """MRR per language group (English, training languages, zero-shot languages) and the target figures."""
+    lines = [("| model | overall | en | train langs (mean) | zero-shot (mean) | gap en−non-en | gap closed | "
+              "zero-shot gaining | worst Δ vs base |"), "|---|" + "---:|" * 8]
+
+    def mean(per: dict, langs: tuple) -> float:
+        vals = [per[lang]["mrr"] for lang in langs if lang in per]
+        return sum(vals) / max(1, len(vals))
+
+    for name, rep in reports.items():
+        per = rep["per_language"]
+        t = summary.get(name, {})
+        gap = t.get("gap_en_vs_non_en", summary["base_gap_en_vs_non_en"])
+        closed = f"{t['gap_closed_fraction']:.0%}" if t else "–"
+        gaining = f"{t['zero_shot_languages_gaining']}/{t['zero_shot_languages']}" if t else "–"
+        worst = f"{t['worst_delta']:+.4f} ({t['worst_language']})" if t else "–"
+        lines.append(f"| {name} | {rep['overall']['mrr']:.4f} | {per['en']['mrr']:.4f} | {mean(per, train_languages):.4f} | "
+                     f"{mean(per, zero_shot):.4f} | {gap:.4f} | {closed} | {gaining} | {worst} |")
+    return "\n".join(lines)
+
+
+def tried_table(reports: dict, runs: list[str]) -> str:
+    """What each variant is and its MRR difference from ``standard`` (overall)."""
+    ref = reports.get("standard", reports["base"])["overall"]["mrr"]
+    lines = ["| run | options | what it tests | overall MRR | Δ vs standard |", "|---|---|---|---:|---:|"]
+    for name in runs:
+        opts, what = RUNS[name]
+        mrr = reports[name]["overall"]["mrr"]
+        lines.append(f"| {name} | `{json.dumps(opts)}` | {what} | {mrr:.4f} | {mrr - ref:+.4f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-per-intent", type=int, default=8)
-    parser.add_argument("--eval-per-intent", type=int, default=3)
+    parser.add_argument("--train-per-intent", type=int, default=3)
+    parser.add_argument("--eval-per-intent", type=int, default=2)
     parser.add_argument("--kb-per-intent", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--temperature", type=float, default=0.05)
-    parser.add_argument("--strategies", default="standard,weighted,hard")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--runs", default=DEFAULT_RUNS, help=f"comma-separated, from: {DEFAULT_RUNS}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -80,18 +133,23 @@ def main() -> None:
     reports: dict = {}
     timings: dict = {}
     t = time.perf_counter()
+    # one encoder per model: evaluate() encodes the KB once and the queries once for it
     reports["base"] = evaluate(MultilingualEncoder(), bench.index, bench.eval_queries, name="base")
     timings["base_eval_s"] = round(time.perf_counter() - t, 1)
     print(f"base MRR {reports['base']['overall']['mrr']:.4f} ({timings['base_eval_s']} s)", flush=True)
     cards = {}
+    runs = args.runs.split(",")
     with tempfile.TemporaryDirectory(prefix="mlret-bench-") as tmp:
-        for strategy in args.strategies.split(","):
+        for strategy in runs:
+            if strategy not in RUNS:
+                raise SystemExit(f"--runs: unknown run {strategy!r}; choose from {DEFAULT_RUNS}")
             t = time.perf_counter()
-            result = finetune(bench.index, bench.train_queries, out=Path(tmp) / strategy, negatives=strategy,
-                              temperature=args.temperature, epochs=args.epochs, batch_size=args.batch_size,
+            result = finetune(bench.index, bench.train_queries, out=Path(tmp) / strategy, **RUNS[strategy][0],
+                              epochs=args.epochs, batch_size=args.batch_size, max_steps=args.max_steps,
                               seed=args.seed, show_progress_bar=False)
             timings[f"{strategy}_train_s"] = round(time.perf_counter() - t, 1)
-            reports[strategy] = evaluate(str(result.out), bench.index, bench.eval_queries, name=strategy)
+            reports[strategy] = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries,
+                                         name=strategy)
             cards[strategy] = {"train_loss": result.train_loss, "stats": result.stats, "config": result.config}
             print(f"{strategy}: MRR {reports[strategy]['overall']['mrr']:.4f} (train {timings[f'{strategy}_train_s']} s, "
                   f"loss {result.train_loss:.3f})", flush=True)
@@ -104,6 +162,7 @@ def main() -> None:
         "data": {"index": len(bench.index), "train_queries": len(bench.train_queries),
                  "eval_queries": len(bench.eval_queries), "intents": len(bench.labels),
                  "train_languages": list(bench.train_languages), "zero_shot_languages": list(bench.zero_shot_languages)},
+        "runs": {n: {"options": RUNS[n][0], "what": RUNS[n][1]} for n in runs},
         "targets": summary, "timings": timings, "finetune": cards, "reports": reports,
     }
     (args.out / "quality_ha.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
@@ -112,9 +171,15 @@ def main() -> None:
           f"{payload['data']['train_queries']} training anchors in {', '.join(bench.train_languages)}; "
           f"{payload['data']['eval_queries']} held-out queries in English, the training languages and "
           f"{len(bench.zero_shot_languages)} zero-shot languages. Total time {timings['total_s']} s (CPU)."), "",
-          report_markdown(reports), "", "## Targets", "", "```json", json.dumps(summary, indent=2), "```", ""]
+          "## MRR per language group", "", group_table(reports, bench.train_languages, bench.zero_shot_languages,
+                                                       summary), "",
+          "## What we tried (same data, seed and steps)", "", tried_table(reports, runs), "",
+          "## All metrics, and MRR per language", "", report_markdown(reports), "",
+          "## Targets", "", "```json", json.dumps(summary, indent=2), "```", ""]
     (args.out / "quality_ha.md").write_text("\n".join(md))
-    plot_per_language(reports, args.out / "quality_ha.png")
+    shown = {n: r for n, r in reports.items() if n in ("base", "standard", "weighted", "hard")}
+    plot_per_language(shown, args.out / "quality_ha.png",
+                      title="Home Assistant intents: MRR per query language (English KB)")
     print(json.dumps(summary, indent=2))
 
 

@@ -16,6 +16,8 @@ _EXPORTS = {
     "NegativeSampler": ".negatives", "label_probabilities": ".negatives", "mine_hard_negatives": ".negatives",
     "STRATEGIES": ".negatives",
     "centroid_similarity": ".label_similarity", "label_similarity": ".label_similarity",
+    "confusion_similarity": ".label_similarity", "anchor_similarity": ".label_similarity",
+    "SIMILARITIES": ".label_similarity",
     "Anchor": ".examples", "Example": ".examples", "build_examples": ".examples",
     "prepare_training_data": ".data", "TrainingData": ".data",
     "LanguageBatchSampler": ".sampler", "language_batch_sampler": ".sampler",
@@ -25,6 +27,7 @@ _EXPORTS = {
 }
 __all__ = [
     "CARD_FILE",
+    "SIMILARITIES",
     "STRATEGIES",
     "Anchor",
     "Example",
@@ -36,9 +39,11 @@ __all__ = [
     "OutputExistsError",
     "TrainingData",
     "Translator",
+    "anchor_similarity",
     "build_examples",
     "centroid_similarity",
     "chat_model_translator",
+    "confusion_similarity",
     "finetune",
     "label_probabilities",
     "label_similarity",

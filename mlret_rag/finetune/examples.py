@@ -43,11 +43,12 @@ class Example:
 def build_examples(
     anchors: Sequence[Anchor], index: Sequence[KBRecord], index_label_ids: Sequence[int],
     sampler: NegativeSampler, *, negatives_per_anchor: int = 3, seed: int = 0,
-    ranked: Sequence[Sequence[int]] | None = None,
+    ranked: Sequence[Sequence[int]] | None = None, anchor_similarity: np.ndarray | None = None,
 ) -> tuple[list[Example], int]:
     """Build one example per usable anchor; returns (examples, anchors dropped for want of a positive).
 
-    ``ranked`` (one list of index positions per anchor) is needed by the ``hard`` strategy.
+    ``ranked`` (one list of index positions per anchor) is needed by the ``hard`` strategy;
+    ``anchor_similarity`` ((n_anchors, n_labels)) makes ``weighted`` sampling per anchor.
     """
     if negatives_per_anchor < 0:
         raise ValueError(f"negatives_per_anchor must be >= 0, got {negatives_per_anchor!r}")
@@ -62,7 +63,8 @@ def build_examples(
             continue
         pos = same[int(rng.integers(len(same)))]
         negs = sampler.sample(
-            anchor.label_id, negatives_per_anchor, rng, ranked=None if ranked is None else ranked[n]
+            anchor.label_id, negatives_per_anchor, rng, ranked=None if ranked is None else ranked[n],
+            similarity_row=None if anchor_similarity is None else anchor_similarity[n],
         ) if negatives_per_anchor else []
         examples.append(Example(
             anchor=anchor.text, positive=index[pos].text, negatives=tuple(index[i].text for i in negs),

@@ -6,6 +6,11 @@ negatives) that carries anchor ``i``'s label is removed from the softmax denomin
 ``i``'s own positive. Same-label candidates are not negatives, so batches need not be label-unique
 (which cannot work when a knowledge base has fewer labels than the batch size).
 
+Optional loss-side hardness weighting, as sentence-transformers 6's ``MultipleNegativesRankingLoss``
+(``hardness_mode``, ``hardness_strength``): ``strength * stop_grad(cos)`` is added to the logits of the
+chosen negatives (``"in_batch_negatives"``: other anchors' candidates; ``"hard_negatives"``: the anchor's
+own explicit negatives; ``"all_negatives"``: both), so harder negatives weigh more in the denominator.
+
 The trainer passes labels as a (batch, 1 + n_negatives) integer tensor: column 0 is the anchor's (and
 its positive's) label id, column ``j`` the label id of negative ``j``.
 """
@@ -18,9 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")
+
 
 def masked_infonce_loss(
     anchors: Tensor, candidates: list[Tensor], labels: Tensor, *, scale: float = 20.0,
+    hardness_mode: str | None = None, hardness_strength: float = 0.0,
 ) -> Tensor:
     """Mean InfoNCE loss of ``anchors`` against all candidate columns, masking same-label false negatives.
 
@@ -29,7 +37,10 @@ def masked_infonce_loss(
         candidates: ``[positives (B, d), negatives_1 (B, d), ...]``.
         labels: (B, 1 + n_negatives) label ids (column 0: anchor/positive, column j: negative j).
         scale: inverse temperature applied to cosine similarities.
+        hardness_mode, hardness_strength: loss-side hardness weighting (see the module docstring).
     """
+    if hardness_mode not in HARDNESS_MODES:
+        raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
     if labels.dim() == 1:
         labels = labels[:, None]
     if labels.shape != (anchors.shape[0], len(candidates)):
@@ -40,8 +51,15 @@ def masked_infonce_loss(
     batch = anchors.shape[0]
     docs = torch.cat(candidates, dim=0)  # column-major: positives, then negatives_1, ...
     doc_labels = labels.T.reshape(-1).to(anchors.device)
-    scores = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(docs, dim=-1).T * scale
+    cosine = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(docs, dim=-1).T
+    scores = cosine * scale
     rows = torch.arange(batch, device=anchors.device)
+    if hardness_mode is not None and hardness_strength > 0:
+        own = torch.eye(batch, dtype=torch.bool, device=anchors.device).repeat(1, len(candidates))
+        penalised = {"in_batch_negatives": ~own, "hard_negatives": own,
+                     "all_negatives": torch.ones_like(own)}[hardness_mode].clone()
+        penalised[rows, rows] = False  # never the anchor's own positive
+        scores = scores + hardness_strength * cosine.detach() * penalised
     false_negative = doc_labels[None, :] == labels[:, 0].to(anchors.device)[:, None]
     false_negative[rows, rows] = False  # the anchor's own positive stays
     scores = scores.masked_fill(false_negative, float("-inf"))
@@ -54,14 +72,22 @@ class LabelMaskedMNRLoss(nn.Module):
     Args:
         model: the SentenceTransformer being trained.
         scale: inverse temperature of the softmax over cosine similarities (20 = temperature 0.05).
+        hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
     """
 
-    def __init__(self, model, scale: float = 20.0) -> None:
+    def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
+                 hardness_strength: float = 0.0) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
+        if hardness_mode not in HARDNESS_MODES:
+            raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
+        if not hardness_strength >= 0:
+            raise ValueError(f"hardness_strength must be >= 0, got {hardness_strength!r}")
         self.model = model
         self.scale = float(scale)
+        self.hardness_mode = hardness_mode
+        self.hardness_strength = float(hardness_strength)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         """Embed every column (anchor first) and compute :func:`masked_infonce_loss`."""
@@ -74,8 +100,10 @@ class LabelMaskedMNRLoss(nn.Module):
         """The loss from already computed column embeddings ``[anchors, positives, negatives_1, ...]``."""
         if len(embeddings) < 2:
             raise ValueError(f"expected at least anchor and positive columns, got {len(embeddings)}")
-        return masked_infonce_loss(embeddings[0], list(embeddings[1:]), labels, scale=self.scale)
+        return masked_infonce_loss(embeddings[0], list(embeddings[1:]), labels, scale=self.scale,
+                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength)
 
     def get_config_dict(self) -> dict[str, Any]:
         """Configuration recorded in the model card."""
-        return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates"}
+        return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
+                "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength}

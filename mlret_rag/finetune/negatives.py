@@ -6,7 +6,9 @@ No strategy ever returns an index record with the anchor's label, so no negative
 * ``weighted``: the first negative as in ``standard``; each further one picks a label ``l`` with
   probability ``softmax(sim(anchor_label, l) / temperature)`` over the other labels, then a record of
   ``l`` uniformly. ``temperature -> inf`` is uniform over labels, ``temperature -> 0`` the hardest label
-  only (``0`` itself is accepted and means exactly that).
+  only (``0`` itself is accepted and means exactly that). The similarity is per label (one row per
+  anchor label, :mod:`.label_similarity`) or per anchor (``similarity_row`` given to
+  :meth:`NegativeSampler.sample`, e.g. the anchor's cosine to every label centroid).
 * ``hard``: the other-label index records most similar to the anchor under the current model
   (:func:`mine_hard_negatives`).
 """
@@ -91,9 +93,14 @@ class NegativeSampler:
         return self._probs[anchor_label]
 
     def sample(
-        self, anchor_label: int, k: int, rng: np.random.Generator, *, ranked: Sequence[int] | None = None
+        self, anchor_label: int, k: int, rng: np.random.Generator, *, ranked: Sequence[int] | None = None,
+        similarity_row: np.ndarray | None = None,
     ) -> list[int]:
-        """``k`` negatives (index positions) for an anchor; ``ranked`` is the anchor's mined order for ``hard``."""
+        """``k`` negatives (index positions) for an anchor.
+
+        ``ranked`` is the anchor's mined order (``hard``); ``similarity_row`` (one value per label) replaces the
+        anchor label's row of the similarity matrix for this anchor (per-anchor ``weighted`` sampling).
+        """
         pool = self.other_label_pool(anchor_label)
         if len(pool) == 0:
             raise ValueError("no index record has another label, so no negative can be drawn")
@@ -107,7 +114,13 @@ class NegativeSampler:
         if self.strategy == "standard":
             return [int(i) for i in rng.choice(pool, size=k, replace=len(pool) < k)]
         picked = [int(rng.choice(pool))]
-        probs = self.probabilities(anchor_label)
+        if similarity_row is None:
+            probs = self.probabilities(anchor_label)
+        else:
+            if np.shape(similarity_row) != (self.n_labels,):
+                raise ValueError(f"similarity_row must hold one value per label ({self.n_labels}); "
+                                 f"got shape {np.shape(similarity_row)}")
+            probs = label_probabilities(similarity_row, anchor_label, self.available, self.temperature)
         for _ in range(k - 1):
             for _attempt in range(8):  # prefer distinct records when the label has more than one
                 label = int(rng.choice(self.n_labels, p=probs))

@@ -21,7 +21,7 @@ from ..kb import KBRecord, QueryRecord, load_kb, load_queries
 from .card import write_card
 from .data import TrainingData, prepare_training_data
 from .examples import Example, build_examples
-from .label_similarity import label_similarity
+from .label_similarity import SIMILARITIES, anchor_similarity, confusion_similarity, label_similarity
 from .negatives import STRATEGIES, NegativeSampler, mine_hard_negatives
 from .translate import Translator
 
@@ -54,6 +54,9 @@ def finetune(
     negatives: str = "weighted",
     negatives_per_anchor: int = 3,
     temperature: float = 0.05,
+    similarity: str = "centroid",
+    hardness_mode: str | None = None,
+    hardness_strength: float = 0.0,
     epochs: int = 1,
     batch_size: int = 32,
     learning_rate: float = 2e-5,
@@ -80,6 +83,11 @@ def finetune(
         negatives: ``"standard"``, ``"weighted"`` or ``"hard"`` (see :mod:`mlret_rag.finetune.negatives`).
         negatives_per_anchor: explicit negatives per anchor (the paper's 1:3 ratio by default).
         temperature: softmax temperature of the weighted sampler over label similarities.
+        similarity: what ``weighted`` sampling weighs by (:mod:`mlret_rag.finetune.label_similarity`):
+            ``"centroid"`` (label centroids or descriptions), ``"confusion"`` (the base model's label
+            confusions on the training anchors) or ``"anchor"`` (each anchor's cosine to label centroids).
+        hardness_mode, hardness_strength: loss-side hardness weighting as in sentence-transformers'
+            MultipleNegativesRankingLoss (:mod:`mlret_rag.finetune.loss`); off by default.
         epochs, batch_size, learning_rate, seed: training settings; ``seed`` fixes every random choice.
         freeze_embeddings: keep the word-embedding matrix fixed (less memory, faster, protects unseen languages).
         one_language_per_batch: build each batch from one anchor language.
@@ -99,6 +107,14 @@ def finetune(
     """
     started = time.perf_counter()
     _check_options(negatives, negatives_per_anchor, temperature, epochs, batch_size, learning_rate, max_steps)
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
+    from .loss import HARDNESS_MODES
+
+    if hardness_mode not in HARDNESS_MODES:
+        raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}; got {hardness_mode!r}")
+    if not isinstance(hardness_strength, (int, float)) or not hardness_strength >= 0:
+        raise ValueError(f"hardness_strength must be a number >= 0, got {hardness_strength!r}")
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True (--overwrite) to replace it")
@@ -120,30 +136,30 @@ def finetune(
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
 
-    examples = _examples(encoder, data, negatives, negatives_per_anchor, temperature, seed, label_descriptions)
+    examples = _examples(encoder, data, negatives, negatives_per_anchor, temperature, seed, label_descriptions,
+                         similarity)
     config = {
         "negatives": negatives, "negatives_per_anchor": negatives_per_anchor, "temperature": temperature,
-        "label_similarity": "label descriptions" if _descriptions_cover(label_descriptions, data.labels)
-        else "cosine between label centroids (base model, document prompt)",
+        "label_similarity": _similarity_name(similarity, label_descriptions, data.labels),
         "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
         "freeze_embeddings": freeze_embeddings, "one_language_per_batch": one_language_per_batch,
         "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
         "scale": scale, "max_steps": max_steps,
+        "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
     }
     stats = dict(data.stats, examples=len(examples),
                  anchors_without_positive=len(data.anchors) - len(examples))
     train_loss = _train(encoder, examples, config, show_progress_bar)
 
     transformers.set_seed(seed)
-    if eval_records is not None:
-        evaluation["tuned"] = _evaluate(encoder, kb_records, eval_records)
     _save(encoder, out, overwrite)
+    if eval_records is not None:
+        # the saved weights, through PyTorch: an ONNX-backed encoder would still hold the base model's session
+        evaluation["tuned"] = _evaluate(MultilingualEncoder(str(out), backend="torch"), kb_records, eval_records)
     card = {
         "base_model": encoder.model_name, "prompts": encoder.prompts, "data": stats,
-        "sampling": {k: config[k] for k in ("negatives", "negatives_per_anchor", "temperature", "label_similarity",
-                                            "one_language_per_batch")},
-        "training": {k: v for k, v in config.items() if k not in ("negatives", "negatives_per_anchor", "temperature",
-                                                                  "label_similarity", "one_language_per_batch")}
+        "sampling": {k: config[k] for k in _SAMPLING_KEYS},
+        "training": {k: v for k, v in config.items() if k not in _SAMPLING_KEYS}
         | {"train_loss": train_loss, "seconds": round(time.perf_counter() - started, 1)},
         "evaluation": evaluation or None,
     }
@@ -153,6 +169,9 @@ def finetune(
 
 
 # -------------------------------------------------------------------------------------------------
+_SAMPLING_KEYS = ("negatives", "negatives_per_anchor", "temperature", "label_similarity", "one_language_per_batch")
+
+
 def _check_options(negatives, k, temperature, epochs, batch_size, learning_rate, max_steps) -> None:
     if negatives not in STRATEGIES:
         raise ValueError(f"negatives must be one of {', '.join(STRATEGIES)}; got {negatives!r}")
@@ -183,11 +202,29 @@ def _descriptions_cover(descriptions: dict[str, str] | None, labels: list[str]) 
     return bool(descriptions) and all(label in descriptions for label in labels)  # type: ignore[operator]
 
 
+def _similarity_name(similarity: str, descriptions: dict[str, str] | None, labels: list[str]) -> str:
+    if similarity == "confusion":
+        return "confusion: reciprocal-rank label confusions of the training anchors (base model), row-max scaled"
+    if similarity == "anchor":
+        return "per anchor: cosine between the anchor and each label centroid (base model)"
+    if _descriptions_cover(descriptions, labels):
+        return "label descriptions"
+    return "cosine between label centroids (base model, document prompt)"
+
+
 def _examples(encoder, data: TrainingData, strategy: str, k: int, temperature: float, seed: int,
-              descriptions: dict[str, str] | None) -> list[Example]:
+              descriptions: dict[str, str] | None, source: str = "centroid") -> list[Example]:
     """Label similarity / mined rankings under the base model, then the sampled examples."""
-    similarity, ranked = None, None
-    if strategy == "weighted":
+    similarity, ranked, per_anchor = None, None, None
+    if strategy == "weighted" and source in ("confusion", "anchor"):
+        anchor_vecs = encoder.encode_queries([a.text for a in data.anchors])
+        index_vecs = encoder.encode_documents([r.text for r in data.index])
+        n = len(data.labels)
+        similarity = confusion_similarity(anchor_vecs, [a.label_id for a in data.anchors], index_vecs,
+                                          data.index_label_ids, n)
+        if source == "anchor":
+            per_anchor = anchor_similarity(anchor_vecs, index_vecs, data.index_label_ids, n)
+    elif strategy == "weighted":
         labelled = [i for i, lab in enumerate(data.index_label_ids) if lab >= 0]
         desc = ({i: descriptions[label] for i, label in enumerate(data.labels)}  # type: ignore[index]
                 if _descriptions_cover(descriptions, data.labels) else None)
@@ -203,7 +240,7 @@ def _examples(encoder, data: TrainingData, strategy: str, k: int, temperature: f
     sampler = NegativeSampler(data.index_label_ids, len(data.labels), strategy=strategy, similarity=similarity,
                               temperature=temperature)
     examples, _ = build_examples(data.anchors, data.index, data.index_label_ids, sampler,
-                                 negatives_per_anchor=k, seed=seed, ranked=ranked)
+                                 negatives_per_anchor=k, seed=seed, ranked=ranked, anchor_similarity=per_anchor)
     if not examples:
         from ..errors import KnowledgeBaseError
 
@@ -253,7 +290,9 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
         )
         with quiet_transformers():
             trainer = SentenceTransformerTrainer(
-                model=st, args=args, train_dataset=dataset, loss=LabelMaskedMNRLoss(st, scale=config["scale"]),
+                model=st, args=args, train_dataset=dataset,
+                loss=LabelMaskedMNRLoss(st, scale=config["scale"], hardness_mode=config["hardness_mode"],
+                                        hardness_strength=config["hardness_strength"]),
             )
         output = trainer.train()
     st.eval()
