@@ -167,9 +167,17 @@ def demo_command(
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
+    finetune: Annotated[bool, typer.Option(
+        "--finetune/--no-finetune",
+        help="Then fine-tune briefly on the FAQ (about a minute on CPU) and compare base vs tuned.")] = True,
+    tuned_out: Annotated[Path | None, typer.Option(
+        "--tuned-out", help="Keep the tuned model in this folder (replaced if it exists).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Fine-tune epochs over the 60 training questions.")] = 6,
 ) -> None:
-    """Index a small English support FAQ and answer questions in 7 languages (offline)."""
-    from ..demo import run_demo
+    """Index a small English support FAQ, answer questions in 7 languages, then fine-tune and compare (offline)."""
+    from ..demo import run_demo, run_finetune_demo
 
     with _library_errors():
         run_demo(model=model, backend=backend, show_progress_bar=not quiet)
+        if finetune:
+            run_finetune_demo(model=model, out=tuned_out, epochs=epochs, show_progress_bar=not quiet)
