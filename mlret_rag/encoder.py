@@ -74,6 +74,7 @@ class MultilingualEncoder:
             or not all(isinstance(v, str) for v in prompts.values())
         ):
             raise ValueError(f"prompts must map 'query'/'document' to strings, got {prompts!r}")
+        auto_backend = backend is None
         backend = default_backend() if backend is None else backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -86,6 +87,8 @@ class MultilingualEncoder:
         self._device = device
         self._max_seq_length_arg = max_seq_length
         self._folder, self.model_name = _resolve(model)
+        if auto_backend and self._folder is None:
+            backend = self.backend = "torch"  # a hub model not downloaded yet: sentence-transformers fetches it
         self._st_model: SentenceTransformer | None = None
         self._onnx: Any = None
         if backend == "torch":
@@ -199,7 +202,8 @@ class MultilingualEncoder:
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return f"MultilingualEncoder(model={self.model_name!r}, dimension={self.dimension}, backend={self.backend!r})"
+        name, backend = getattr(self, "model_name", None), getattr(self, "backend", None)
+        return f"MultilingualEncoder(model={name!r}, backend={backend!r})"
 
 
 def default_backend() -> str:
@@ -239,6 +243,8 @@ def _resolve(model: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
         if not path.is_dir():
             raise ValueError(f"model path {path} is not a folder")
         return path.resolve(), str(model)
+    if path.is_absolute() or str(model).startswith((".", "~")):
+        raise FileNotFoundError(f"could not load model {str(model)!r}: no such folder")
     name = str(model)
     try:
         from huggingface_hub import snapshot_download

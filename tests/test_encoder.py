@@ -162,3 +162,8 @@ def test_bad_options_name_the_argument(kwargs, message):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="could not load model"):
         MultilingualEncoder(str(tmp_path / "no-such-model"))
+
+
+def test_uncached_hub_name_uses_torch_and_fails_clearly_offline():
+    with pytest.raises(OSError, match="could not load model 'mlret-test/not-a-cached-model'"):
+        MultilingualEncoder("mlret-test/not-a-cached-model")
