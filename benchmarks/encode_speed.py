@@ -69,6 +69,12 @@ e.encode_documents(passages); e.encode_queries(short)
 print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
+_DEFAULT_BACKEND = """
+import json
+from mlret_rag.encoder import default_backend
+print(json.dumps({"backend": default_backend()}))
+"""
+
 _CONVERT = """
 import json, time
 t = time.perf_counter()
@@ -174,8 +180,9 @@ def backends(runs: int, batch_size: int) -> dict:
     combos = {b: vectors[b] for b in BACKENDS}
     combos["onnx-int8 queries vs onnx docs"] = (vectors["onnx"][0], vectors["onnx-int8"][1])
     mrr: dict[str, dict] = {}
+    reciprocal_ranks = {}
     for name, (docs, queries) in combos.items():
-        rr = score_rankings(rank(queries, docs), relevance)["mrr"]
+        rr = reciprocal_ranks[name] = score_rankings(rank(queries, docs), relevance)["mrr"]
         by_group = {g: round(float(rr[query_groups == g].mean()), 4) for g in sorted(set(query_groups))}
         mrr[name] = {"overall": round(float(rr.mean()), 4), **by_group,
                      "per_language": {lang: float(rr[langs == lang].mean()) for lang in sorted(set(langs))}}
@@ -189,6 +196,16 @@ def backends(runs: int, batch_size: int) -> dict:
                    for lang in base["per_language"] if base["per_language"][lang] > 0)
         for name in mrr if name != "onnx"
     }
+    # Paired bootstrap over queries: how much of a group's ratio is noise of a few hundred queries.
+    rng = np.random.default_rng(0)
+    ci95 = {}
+    for name in ratios:
+        ci95[name] = {}
+        for g in sorted(set(query_groups)):
+            a, b = reciprocal_ranks[name][query_groups == g], reciprocal_ranks["onnx"][query_groups == g]
+            draws = rng.integers(0, len(a), size=(1000, len(a)))
+            boot = a[draws].mean(axis=1) / np.clip(b[draws].mean(axis=1), 1e-12, None)
+            ci95[name][g] = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
     cos = {name: float((combos[name][1] * vectors["torch"][1]).sum(axis=1).min()) for name in BACKENDS[1:]}
     return {
         "speed": speed,
@@ -199,6 +216,7 @@ def backends(runs: int, batch_size: int) -> dict:
         },
         "mrr": {name: {k: v for k, v in row.items() if k != "per_language"} for name, row in mrr.items()},
         "mrr_ratio_vs_onnx_fp32": ratios,
+        "mrr_ratio_ci95_paired_bootstrap": ci95,
         "worst_language_ratio_vs_onnx_fp32": {n: {"ratio": round(r, 4), "lang": lang} for n, (r, lang) in worst.items()},
         "min_query_cosine_vs_torch": {n: round(c, 5) for n, c in cos.items()},
         "benchmark": {"n_index": len(bench.index), "n_queries": len(bench.eval_queries),
@@ -253,6 +271,7 @@ def main() -> None:
     _child(_CONVERT)  # make sure the shared cache exists before timing cold loads
     _child(_LOAD.replace("{backend!r}", "None"))  # first load may export ONNX files once
     loads = [_child(_LOAD.replace("{backend!r}", "'torch'"))["load_s"] for _ in range(3)]
+    default_loads = [_child(_LOAD.replace("{backend!r}", "None"))["load_s"] for _ in range(3)]
     rss = _child(_RSS.format(bench=str(HERE), bs=args.batch_size))
     speed = throughput(args.runs, args.batch_size)
 
@@ -263,13 +282,17 @@ def main() -> None:
         "first_use_conversion_s": round(convert["convert_s"], 2),
         "cached_cold_load_s_median": round(statistics.median(loads), 2),
         "cached_cold_load_s": [round(x, 2) for x in loads],
+        "cached_cold_load_default_backend_s_median": round(statistics.median(default_loads), 2),
+        "default_backend": _child(_DEFAULT_BACKEND)["backend"],
         "peak_rss_mb": round(rss["peak_rss_mb"], 1),
         "throughput": speed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"first-use conversion: {report['first_use_conversion_s']} s")
-    print(f"cold load (cached, incl. imports): {report['cached_cold_load_s_median']} s  {loads}")
+    print(f"cold load (cached, incl. imports), torch: {report['cached_cold_load_s_median']} s  {loads}")
+    print(f"cold load (cached, incl. imports), default backend {report['default_backend']}: "
+          f"{report['cached_cold_load_default_backend_s_median']} s  {default_loads}")
     print(f"peak RSS: {report['peak_rss_mb']} MB")
     print(f"{'texts':<18}{'wrapper/s':>12}{'plain/s':>10}{'ratio':>8}")
     for name, row in speed.items():
