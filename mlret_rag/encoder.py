@@ -78,6 +78,8 @@ class MultilingualEncoder:
         backend = default_backend() if backend is None else backend
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+        if auto_backend and device in ("cuda", "mps"):
+            backend = "torch"  # ONNX Runtime here runs on the CPU; a GPU wants PyTorch
         if backend != "torch" and device not in ("auto", "cpu"):
             raise ValueError(f"backend={backend!r} runs on the CPU only; got device={device!r} (use backend='torch')")
         self.batch_size = batch_size
@@ -91,22 +93,30 @@ class MultilingualEncoder:
             backend = self.backend = "torch"  # a hub model not downloaded yet: sentence-transformers fetches it
         self._st_model: SentenceTransformer | None = None
         self._onnx: Any = None
-        if backend == "torch":
-            self._st_model = self._load_torch()
-            saved = dict(self._st_model.prompts or {})
-        else:
+        if backend != "torch":
             if self._folder is None:
                 raise ValueError(
                     f"backend={backend!r} needs a local model folder; {model!r} was not found locally "
                     "(use backend='torch')"
                 )
-            from .onnx_backend import OnnxSentenceEncoder
+            from .onnx_backend import OnnxBackendError, OnnxSentenceEncoder
 
-            self._onnx = OnnxSentenceEncoder(
-                self._folder, backend, _model_files_digest(self._folder), max_seq_length=max_seq_length
-            )
-            saved = dict(self._onnx.config["prompts"])
-        chosen = prompts if prompts is not None else saved
+            try:
+                self._onnx = OnnxSentenceEncoder(
+                    self._folder, backend, _model_files_digest(self._folder), max_seq_length=max_seq_length
+                )
+                saved = dict(self._onnx.config["prompts"])
+            except OnnxBackendError:
+                if not auto_backend:
+                    raise
+                backend = self.backend = "torch"  # e.g. CLS pooling or a Dense head: PyTorch handles it
+        if backend == "torch":
+            self._st_model = self._load_torch()
+            saved = dict(self._st_model.prompts or {})
+            if self._folder is None:  # downloaded just now: fingerprint the files, as later runs will
+                self._folder = _resolve(str(model))[0]
+        # A partial override keeps the model's other prompt, so one side is never silently unprompted.
+        chosen = {**saved, **prompts} if prompts is not None else saved
         self.query_prompt = chosen.get("query", "")
         self.document_prompt = chosen.get("document", chosen.get("passage", ""))
         self._fingerprint: str | None = None
@@ -196,6 +206,7 @@ class MultilingualEncoder:
                 "prompts": self.prompts,
                 "text_normalization": TEXT_NORMALIZATION,
                 "normalize_embeddings": True,
+                "max_seq_length": self.max_seq_length,
             }
             blob = json.dumps(payload, sort_keys=True).encode()
             self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
@@ -287,7 +298,12 @@ _DIGEST_CACHE: dict[tuple, str] = {}
 
 
 def _model_files_digest(folder: Path) -> str:
-    """Hash of the files that define a model. Uses the manifest's hashes when it still matches."""
+    """Hash of the files that define a model.
+
+    A folder converted by :mod:`mlret_rag.bundled` whose files are untouched since (same sizes and
+    mtimes as its manifest) is identified by its source file instead, so the fingerprint does not depend
+    on the library versions that wrote it.
+    """
     files = sorted(
         p for p in folder.rglob("*")
         if p.is_file() and p.name not in _NOT_MODEL_FILES and not p.name.startswith(".")
@@ -297,20 +313,16 @@ def _model_files_digest(folder: Path) -> str:
     key = (str(folder), stats)
     if key in _DIGEST_CACHE:
         return _DIGEST_CACHE[key]
-    known: dict[str, str] = {}
-    try:
-        manifest = json.loads((folder / "mlret_manifest.json").read_text())
-        sizes = manifest.get("sizes", {})
-        known = {k: v for k, v in manifest.get("sha256", {}).items() if (folder / k).exists()
-                 and (folder / k).stat().st_size == sizes.get(k)}
-    except (OSError, ValueError):
-        pass
     from ._hashing import sha256_file
+    from .bundled import converted_identity
 
-    h = hashlib.sha256()
-    for rel, _size, _mtime in stats:
-        h.update(rel.encode() + b"\0" + (known.get(rel) or sha256_file(folder / rel)).encode() + b"\0")
-    _DIGEST_CACHE[key] = digest = h.hexdigest()
+    digest = converted_identity(folder, {rel: (size, mtime) for rel, size, mtime in stats})
+    if digest is None:
+        h = hashlib.sha256()
+        for rel, _size, _mtime in stats:
+            h.update(rel.encode() + b"\0" + sha256_file(folder / rel).encode() + b"\0")
+        digest = h.hexdigest()
+    _DIGEST_CACHE[key] = digest
     return digest
 
 

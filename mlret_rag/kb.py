@@ -227,7 +227,8 @@ def _rows(source: Any, *, csv_kind: str) -> Iterator[tuple[str, Mapping[str, Any
     label_names = _dataset_label_names(source)
     for i, row in enumerate(source, start=1):
         if label_names is not None and isinstance(row, Mapping) and isinstance(row.get("label"), int):
-            row = {**row, "label": label_names[row["label"]]}
+            index = row["label"]  # datasets marks a missing ClassLabel value as -1
+            row = {**row, "label": label_names[index] if 0 <= index < len(label_names) else None}
         yield f"<dataset>:{i}", row
 
 

@@ -122,13 +122,24 @@ def _read_json(path: Path) -> dict:
 
 
 def onnx_dir_for(folder: Path, source_digest: str) -> Path:
-    """Where a folder's ONNX files live: ``<folder>/onnx``, or the cache when the folder is read-only."""
+    """Where a folder's ONNX files live: ``<folder>/onnx``, or the cache when the folder is read-only or a
+    Hugging Face hub snapshot (whose own ``onnx/`` files must not be replaced)."""
     local = Path(folder) / ONNX_SUBDIR
-    if os.access(folder, os.W_OK) and (not local.exists() or os.access(local, os.W_OK)):
+    writable = os.access(folder, os.W_OK) and (not local.exists() or os.access(local, os.W_OK))
+    if writable and not _in_hub_cache(Path(folder)):
         return local
     from .bundled import cache_dir
 
     return cache_dir() / "onnx" / source_digest[:16]
+
+
+def _in_hub_cache(folder: Path) -> bool:
+    from huggingface_hub import constants
+
+    try:
+        return Path(folder).resolve().is_relative_to(Path(constants.HF_HUB_CACHE).resolve())
+    except (OSError, AttributeError):
+        return False
 
 
 def ensure_onnx_model(folder: Path, backend: str, source_digest: str) -> Path:
@@ -178,7 +189,9 @@ def _export_fp32(folder: Path) -> Any:
     cfg = read_folder_config(folder)
     try:
         with quiet_transformers():
-            model = AutoModel.from_pretrained(str(folder), attn_implementation="eager").eval()
+            model = AutoModel.from_pretrained(
+                str(folder), attn_implementation="eager", use_safetensors=True, trust_remote_code=False
+            ).eval()
     except Exception as exc:
         raise OnnxBackendError(f"cannot load {folder} for ONNX export ({exc}); use backend=\"torch\"") from exc
 

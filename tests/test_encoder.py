@@ -167,3 +167,50 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_uncached_hub_name_uses_torch_and_fails_clearly_offline():
     with pytest.raises(OSError, match="could not load model 'mlret-test/not-a-cached-model'"):
         MultilingualEncoder("mlret-test/not-a-cached-model")
+
+
+def test_fingerprint_is_the_same_in_a_fresh_process(encoder):
+    import subprocess
+    import sys
+
+    code = "from mlret_rag import MultilingualEncoder as E; print(E(backend='torch').fingerprint)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == encoder.fingerprint
+
+
+def test_changed_weights_change_the_fingerprint_even_with_an_old_manifest(encoder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(encoder.model_path, copy, ignore=shutil.ignore_patterns("onnx"))
+    assert MultilingualEncoder(copy).fingerprint == encoder.fingerprint  # untouched copy: same model
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # same size, one byte of the last tensor differs
+    weights.write_bytes(bytes(data))
+    assert MultilingualEncoder(copy, backend="torch").fingerprint != encoder.fingerprint
+
+
+def test_partial_prompt_override_keeps_the_other_prompt():
+    custom = MultilingualEncoder(prompts={"query": "question: "})
+    assert custom.prompts == {"query": "question: ", "document": "passage: "}
+
+
+def test_automatic_backend_falls_back_to_torch_for_models_onnx_cannot_run(encoder, tmp_path):
+    import shutil
+
+    from mlret_rag.onnx_backend import OnnxBackendError
+
+    copy = tmp_path / "cls-pooled"
+    shutil.copytree(encoder.model_path, copy, ignore=shutil.ignore_patterns("onnx"))
+    config = copy / "1_Pooling" / "config.json"
+    pooling = json.loads(config.read_text())
+    pooling.update({"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True})
+    if "pooling_mode" in pooling:
+        pooling["pooling_mode"] = "cls"
+    config.write_text(json.dumps(pooling))
+    auto = MultilingualEncoder(copy)
+    assert auto.backend == "torch"
+    assert auto.encode_queries(["hola"]).shape == (1, 384)
+    with pytest.raises(OnnxBackendError):
+        MultilingualEncoder(copy, backend="onnx")
