@@ -220,12 +220,12 @@ def print_finetune_table(result: FinetuneDemoResult, langs: list[str], *, n_trai
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"fine-tune demo: {n_train} training questions, held-out demo questions")
+    table = Table(title=f"fine-tune demo: {n_train} training questions; MRR on the held-out demo questions")
     for col in ["model", "hit@1", "MRR", *langs]:
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True, min_width=len(col))
     for row in result.rows:
         table.add_row(row["model"], f"{row['hit@1']:.2f}", f"{row['mrr']:.3f}",
-                      *(f"{row[f'mrr_{lang}']:.3f}" for lang in langs))
+                      *(f"{row[f'mrr_{lang}']:.2f}" for lang in langs))
     console.print(table)
     where = f"; tuned model in {result.model_dir}" if result.model_dir else ""
     console.print(f"fine-tune and evaluation took {result.seconds:.0f} s{where}.")
