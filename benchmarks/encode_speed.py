@@ -35,10 +35,10 @@ os.environ.setdefault("MLRET_HOME", str(REPO / ".mlret-cache"))
 
 
 def texts() -> tuple[list[str], list[str]]:
-    """Short multilingual queries, and ~100-token passages made of six sentences of one language."""
+    """Short multilingual queries, and ~100-token passages made of twelve sentences of one language."""
     probe = json.loads(PROBE.read_text())
     short = [s for sentences in probe.values() for s in sentences]
-    passages = [" ".join(s[i : i + 6]) for s in probe.values() for i in range(0, len(s), 3)]
+    passages = [" ".join(s[i : i + 12]) for s in probe.values() for i in range(0, len(s) - 11, 3)]
     return short, passages
 
 

@@ -248,12 +248,11 @@ class ChromaStore:
         if len(vectors) == 0:
             return []
         with self._guard():
-            n = min(k, self._collection.count())
-            if n == 0:
-                return [[] for _ in range(len(vectors))]
+            # Chroma returns fewer hits when the collection is smaller than k; no count() round trip,
+            # which costs more than the search itself at 100k records.
             res = self._collection.query(
                 query_embeddings=vectors,
-                n_results=n,
+                n_results=k,
                 where=where,
                 include=["documents", "metadatas", "distances"],
             )

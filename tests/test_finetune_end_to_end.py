@@ -148,3 +148,15 @@ def test_cli_refuses_non_empty_out_and_unlabelled_kb(tmp_path):
     empty.write_text("")
     res = runner.invoke(app, ["finetune", "--kb", str(kb), "--queries", str(empty), "--out", str(tmp_path / "n")])
     assert res.exit_code == 1 and "empty" in res.output
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
+    from mlret_rag.finetune import finetune
+    from mlret_rag.finetune.train import OutputExistsError
+
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("do not delete")
+    with pytest.raises(OutputExistsError, match="holds something other than a model"):
+        finetune([{"text": "a", "label": "x"}], out=precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "do not delete"

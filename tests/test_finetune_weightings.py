@@ -90,3 +90,15 @@ def test_finetune_names_a_bad_similarity_or_hardness_option(tmp_path):
         finetune(kb, out=tmp_path / "m", similarity="cosine")
     with pytest.raises(ValueError, match="hardness_mode"):
         finetune(kb, out=tmp_path / "m", hardness_mode="hardest")
+
+
+def test_unlabelled_index_rows_belong_to_no_centroid():
+    import numpy as np
+
+    from mlret_rag.finetune.label_similarity import anchor_similarity, centroid_similarity
+
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    # the third row is unlabelled (-1): it must not pull label 1's centroid
+    sim = centroid_similarity(vectors, [0, 1, -1], 2)
+    np.testing.assert_allclose(sim, [[1.0, 0.0], [0.0, 1.0]], atol=1e-9)
+    np.testing.assert_allclose(anchor_similarity(np.array([[0.0, 1.0]]), vectors, [0, 1, -1], 2), [[0.0, 1.0]])

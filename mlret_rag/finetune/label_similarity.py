@@ -55,8 +55,10 @@ def label_similarity(
 
 def _centroids(embeddings: np.ndarray, label_ids: Sequence[int], n_labels: int) -> np.ndarray:
     emb = np.asarray(embeddings, dtype=np.float64)
+    ids = np.asarray(label_ids, dtype=np.int64)
+    keep = ids >= 0  # -1 marks an unlabelled record; it belongs to no centroid
     centroids = np.zeros((n_labels, emb.shape[1]))
-    np.add.at(centroids, np.asarray(label_ids, dtype=np.int64), emb)
+    np.add.at(centroids, ids[keep], emb[keep])
     norms = np.linalg.norm(centroids, axis=1, keepdims=True)
     return np.divide(centroids, norms, out=np.zeros_like(centroids), where=norms > 0)
 
@@ -65,9 +67,7 @@ def anchor_similarity(
     anchor_vectors: np.ndarray, index_vectors: np.ndarray, index_label_ids: Sequence[int], n_labels: int,
 ) -> np.ndarray:
     """(n_anchors, n_labels) cosine between each anchor and each label's index centroid (0 for empty labels)."""
-    ids = np.asarray(index_label_ids, dtype=np.int64)
-    keep = ids >= 0
-    centroids = _centroids(np.asarray(index_vectors)[keep], ids[keep], n_labels)
+    centroids = _centroids(index_vectors, index_label_ids, n_labels)
     return np.asarray(anchor_vectors, dtype=np.float64) @ centroids.T
 
 

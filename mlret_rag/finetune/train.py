@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import MlretError
 from ..kb import KBRecord, QueryRecord, load_kb, load_queries
-from .card import write_card
+from .card import CARD_FILE, write_card
 from .data import TrainingData, prepare_training_data
 from .examples import Example, build_examples
 from .label_similarity import SIMILARITIES, anchor_similarity, confusion_similarity, label_similarity
@@ -116,8 +116,7 @@ def finetune(
     if not isinstance(hardness_strength, (int, float)) or not hardness_strength >= 0:
         raise ValueError(f"hardness_strength must be a number >= 0, got {hardness_strength!r}")
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True (--overwrite) to replace it")
+    _check_output(out, overwrite)
     kb_records = _as_kb(kb)
     query_records = None if queries is None else _as_queries(queries)
     data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
@@ -131,7 +130,7 @@ def finetune(
     random.seed(seed)
     np.random.seed(seed)
     transformers.set_seed(seed)
-    encoder = MultilingualEncoder(model, show_progress_bar=False)
+    encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
@@ -152,10 +151,8 @@ def finetune(
     train_loss = _train(encoder, examples, config, show_progress_bar)
 
     transformers.set_seed(seed)
-    _save(encoder, out, overwrite)
     if eval_records is not None:
-        # the saved weights, through PyTorch: an ONNX-backed encoder would still hold the base model's session
-        evaluation["tuned"] = _evaluate(MultilingualEncoder(str(out), backend="torch"), kb_records, eval_records)
+        evaluation["tuned"] = _evaluate(encoder, kb_records, eval_records)  # the trained weights, in memory
     card = {
         "base_model": encoder.model_name, "prompts": encoder.prompts, "data": stats,
         "sampling": {k: config[k] for k in _SAMPLING_KEYS},
@@ -163,7 +160,7 @@ def finetune(
         | {"train_loss": train_loss, "seconds": round(time.perf_counter() - started, 1)},
         "evaluation": evaluation or None,
     }
-    write_card(out, card)
+    _save(encoder, out, card)
     return FinetuneResult(out=out, stats=stats, config=config, train_loss=train_loss,
                           seconds=time.perf_counter() - started, evaluation=evaluation or None, examples=examples)
 
@@ -308,12 +305,26 @@ def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[s
     return evaluate(encoder, kb, queries)
 
 
-def _save(encoder, out: Path, overwrite: bool) -> None:
-    """Write the model into a temporary sibling, then move it into place (nothing half-written)."""
+def _check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out``; with ``overwrite`` replace only a folder that holds a model."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
+        raise OutputExistsError(f"output folder {out} is not empty; pass overwrite=True (--overwrite) to replace it")
+    if not out.is_dir() or not ((out / "modules.json").is_file() or (out / CARD_FILE).is_file()):
+        raise OutputExistsError(
+            f"output folder {out} holds something other than a model; refusing to replace it even with overwrite"
+        )
+
+
+def _save(encoder, out: Path, card: dict) -> None:
+    """Write the model and its card into a temporary sibling, then move it into place (nothing half-written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         encoder.sentence_transformer.save(str(tmp), create_model_card=False)
+        write_card(tmp, card)
+        os.chmod(tmp, 0o755)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
         tmp.rename(out)
