@@ -160,3 +160,13 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(OutputExistsError, match="holds something other than a model"):
         finetune([{"text": "a", "label": "x"}], out=precious, overwrite=True)
     assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+def test_training_applies_the_query_prompt_to_anchors_and_the_document_prompt_to_kb_columns():
+    from mlret_rag.finetune.train import training_prompts
+
+    columns = ["anchor", "positive", "negative_1", "negative_2", "label_ids"]
+    got = training_prompts({"query": "query: ", "document": "passage: "}, columns)
+    assert got == {"anchor": "query: ", "positive": "passage: ", "negative_1": "passage: ",
+                   "negative_2": "passage: "}
+    assert training_prompts({"query": "", "document": ""}, columns) == {}

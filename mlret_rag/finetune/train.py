@@ -272,9 +272,7 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
             raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
         inner.get_input_embeddings().weight.requires_grad_(False)
     dataset = _dataset(examples)
-    prompts = {"anchor": encoder.query_prompt, "positive": encoder.document_prompt}
-    prompts |= {c: encoder.document_prompt for c in dataset.column_names if c.startswith("negative_")}
-    prompts = {c: p for c, p in prompts.items() if p}
+    prompts = training_prompts(encoder.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=config["epochs"], max_steps=config["max_steps"] or -1,
@@ -303,6 +301,13 @@ def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[s
         logger.warning("mlret_rag.evaluate is not available; skipping evaluation")
         return None
     return evaluate(encoder, kb, queries)
+
+
+def training_prompts(prompts: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
+    """Prompt per training column: anchors are queries, positives and negatives are KB entries."""
+    by_column = {c: prompts["query"] if c == "anchor" else prompts["document"]
+                 for c in columns if c == "anchor" or c == "positive" or c.startswith("negative_")}
+    return {c: p for c, p in by_column.items() if p}
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
