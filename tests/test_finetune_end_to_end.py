@@ -170,3 +170,20 @@ def test_training_applies_the_query_prompt_to_anchors_and_the_document_prompt_to
     assert got == {"anchor": "query: ", "positive": "passage: ", "negative_1": "passage: ",
                    "negative_2": "passage: "}
     assert training_prompts({"query": "", "document": ""}, columns) == {}
+
+
+def test_every_backend_runs_the_fine_tuned_folder(tuned, encoder):
+    import numpy as np
+
+    from mlret_rag import MultilingualEncoder
+
+    out = tuned[0].out
+    texts = ["mach das Licht an", "¿va a llover hoy?", "设置一个五分钟的计时器"]
+    reference = MultilingualEncoder(out, backend="torch")
+    assert not np.allclose(reference.encode_queries(texts), encoder.encode_queries(texts), atol=1e-4)
+    for backend, floor in (("onnx", 0.9999), ("onnx-int8", 0.99)):
+        other = MultilingualEncoder(out, backend=backend)
+        assert other.fingerprint == reference.fingerprint  # one model, whatever the engine
+        for mine, theirs in ((other.encode_queries(texts), reference.encode_queries(texts)),
+                             (other.encode_documents(texts), reference.encode_documents(texts))):
+            assert float(np.sum(mine * theirs, axis=1).min()) >= floor, backend
