@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -9,7 +10,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,10 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
     from .loss import LabelMaskedMNRLoss
     from .sampler import language_batch_sampler
 
+    class _NoCardTrainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict) -> None:
+            """We write our own card; skip sentence-transformers' card bookkeeping (it embeds widget examples)."""
+
     st = encoder.sentence_transformer
     if config["freeze_embeddings"]:
         inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
@@ -284,12 +289,13 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
                                                  one_language_per_batch=config["one_language_per_batch"]),
         )
         with quiet_transformers():
-            trainer = SentenceTransformerTrainer(
+            trainer = _NoCardTrainer(
                 model=st, args=args, train_dataset=dataset,
                 loss=LabelMaskedMNRLoss(st, scale=config["scale"], hardness_mode=config["hardness_mode"],
                                         hardness_strength=config["hardness_strength"]),
             )
-        output = trainer.train()
+        with _transformers_errors_only():
+            output = trainer.train()
     st.eval()
     return float(output.training_loss) if output.training_loss is not None else None
 
@@ -301,6 +307,19 @@ def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[s
         logger.warning("mlret_rag.evaluate is not available; skipping evaluation")
         return None
     return evaluate(encoder, kb, queries)
+
+
+@contextlib.contextmanager
+def _transformers_errors_only() -> Iterator[None]:
+    """Hide transformers' informational notes (e.g. PAD/BOS alignment) but keep the training bar."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def training_prompts(prompts: dict[str, str], columns: Sequence[str]) -> dict[str, str]:
