@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import KnowledgeBaseError
-from .kb import KBRecord, QueryRecord, load_kb, load_queries
+from .kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def evaluate(
     from .encoder import MultilingualEncoder
 
     ks = _check_k_values(k_values)
-    kb_records = _records(kb, KBRecord, load_kb)
-    query_records = _records(queries, QueryRecord, load_queries)
+    kb_records = as_kb_records(kb)
+    query_records = as_query_records(queries)
     if not kb_records:
         raise KnowledgeBaseError("evaluate: the knowledge base is empty")
     if not query_records:
@@ -181,16 +181,6 @@ def _aggregate(per_query: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[st
     result: dict[str, Any] = {key: round(float(values[mask].mean()), 6) for key, values in per_query.items()}
     result["n_queries"] = int(mask.sum())
     return result
-
-
-def _records(source: Any, kind: type, loader: Any) -> list[Any]:
-    """Records as given, or loaded (and validated) from a path, a dataset or plain dicts."""
-    if isinstance(source, (str, os.PathLike)):
-        return list(loader(source))
-    items = list(source)
-    if items and all(isinstance(x, kind) for x in items):
-        return items
-    return list(loader(items)) if items else []
 
 
 def _check_k_values(k_values: Sequence[int]) -> list[int]:

@@ -71,6 +71,24 @@ def content_hash(text: str, label: str | None, lang: str | None, metadata: Mappi
 
 
 # -------------------------------------------------------------------------------------------------
+def as_kb_records(source: Any) -> list[KBRecord]:
+    """KB records as given (a list of :class:`KBRecord`), or loaded and validated by :func:`load_kb`."""
+    return _as_records(source, KBRecord, load_kb, allow_empty=False)
+
+
+def as_query_records(source: Any) -> list[QueryRecord]:
+    """Query records as given (an empty list stays empty for the caller to report), or loaded."""
+    return _as_records(source, QueryRecord, load_queries, allow_empty=True)
+
+
+def _as_records(source: Any, kind: type, loader: Any, *, allow_empty: bool) -> list[Any]:
+    if hasattr(source, "__next__"):  # a generator or iterator: read it once
+        source = list(source)
+    if isinstance(source, (list, tuple)) and (source or allow_empty) and all(isinstance(x, kind) for x in source):
+        return list(source)
+    return list(loader(source))
+
+
 def load_kb(source: Any) -> list[KBRecord]:
     """Load and validate knowledge-base records from a file path, a ``datasets.Dataset`` or dicts.
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MlretError
-from ..kb import KBRecord, QueryRecord, load_kb, load_queries
+from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 from .card import CARD_FILE, write_card
 from .data import TrainingData, prepare_training_data
 from .examples import Example, build_examples
@@ -118,11 +118,11 @@ def finetune(
         raise ValueError(f"hardness_strength must be a number >= 0, got {hardness_strength!r}")
     out = Path(out).expanduser()
     _check_output(out, overwrite)
-    kb_records = _as_kb(kb)
-    query_records = None if queries is None else _as_queries(queries)
+    kb_records = as_kb_records(kb)
+    query_records = None if queries is None else as_query_records(queries)
     data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
                                  translator=translator, translate_to=translate_to)
-    eval_records = None if eval_queries is None else _as_queries(eval_queries)
+    eval_records = None if eval_queries is None else as_query_records(eval_queries)
 
     import transformers
 
@@ -182,18 +182,6 @@ def _check_options(negatives, k, temperature, epochs, batch_size, learning_rate,
         raise ValueError(f"temperature must be a number >= 0 (inf allowed), got {temperature!r}")
     if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
-
-
-def _as_kb(kb: Any) -> list[KBRecord]:
-    if isinstance(kb, (list, tuple)) and kb and all(isinstance(r, KBRecord) for r in kb):
-        return list(kb)
-    return load_kb(kb)
-
-
-def _as_queries(queries: Any) -> list[QueryRecord]:
-    if isinstance(queries, (list, tuple)) and all(isinstance(q, QueryRecord) for q in queries):
-        return list(queries)  # an empty list is reported by prepare_training_data
-    return load_queries(queries)
 
 
 def _descriptions_cover(descriptions: dict[str, str] | None, labels: list[str]) -> bool:
