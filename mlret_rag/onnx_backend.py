@@ -2,8 +2,8 @@
 
 The transformer is exported once from PyTorch (eager attention, opset 17, dynamic batch and sequence
 axes), fused by onnxruntime's BERT optimiser and saved as ``<model folder>/onnx/model.onnx``; the int8
-variant ``model_int8.onnx`` is dynamically quantised from it with the FFN down-projections kept fp32
-(quantising them costs retrieval quality). Files are written to a temporary name and renamed into place
+variant ``model_int8.onnx`` is SmoothQuant-balanced and dynamically quantised from it
+(:mod:`.onnx_quantize`). Files are written to a temporary name and renamed into place
 under a file lock; a manifest records their size, mtime and sha256 plus the weights they came from, so
 a damaged or stale file is rebuilt. Encoding reproduces sentence-transformers: the folder's tokenizer,
 prompt prepended to the text, truncation to ``max_seq_length``, mean pooling over the attention mask,
@@ -12,7 +12,6 @@ L2 normalisation, float32.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -35,7 +34,8 @@ BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
 ONNX_SUBDIR = "onnx"
 MANIFEST = "manifest.json"
 OPSET = 17
-_EXPORT_VERSION = 2  # bump when the export recipe changes, so old files are rebuilt
+# Bump a file's version when its recipe changes, so old files are rebuilt (int8 3: SmoothQuant, per-channel).
+_EXPORT_VERSIONS = {BACKEND_FILES["onnx"]: 2, BACKEND_FILES["onnx-int8"]: 3}
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
@@ -165,7 +165,7 @@ def ensure_onnx_model(folder: Path, backend: str, source_digest: str) -> Path:
             _record(out_dir, fp32.name, source_digest, time.perf_counter() - started)
         if backend == "onnx-int8":
             started = time.perf_counter()
-            _write_atomic(target, _quantize_int8(fp32))
+            _write_atomic(target, _quantize_int8(fp32, folder))
             _record(out_dir, target.name, source_digest, time.perf_counter() - started)
     return target
 
@@ -240,38 +240,36 @@ def _declare_ms_domain(model: Any) -> None:
         opset.domain, opset.version = "com.microsoft", 1
 
 
-def _quantize_int8(fp32: Path) -> bytes:
-    """Dynamic int8 weights for every MatMul and fused Attention except the FFN down-projections."""
+def _quantize_int8(fp32: Path, folder: Path) -> bytes:
+    """SmoothQuant-balanced dynamic int8 (see :mod:`.onnx_quantize`), calibrated on the packaged demo texts."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .onnx_quantize import quantize_int8
 
     model = onnx.load(str(fp32))
     _declare_ms_domain(model)
-    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
-    keep_fp32 = [
-        node.name for node in model.graph.node
-        if node.op_type == "MatMul" and len(shapes.get(node.input[1], ())) == 2
-        and shapes[node.input[1]][0] > shapes[node.input[1]][1]  # e.g. 1536 -> 384
-    ]
-    with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
-        out = Path(tmp) / "int8.onnx"
-        quantize_dynamic(
-            model, out, op_types_to_quantize=["MatMul", "Attention"], per_channel=False,
-            weight_type=QuantType.QInt8, nodes_to_exclude=keep_fp32,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-        return out.read_bytes()
+    return quantize_int8(model, _calibration_feeds(folder))
 
 
-@contextlib.contextmanager
-def _no_root_warnings() -> Iterator[None]:
-    """The quantiser logs a generic 'consider pre-processing' warning through the root logger."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
+def _calibration_feeds(folder: Path) -> Iterator[dict[str, np.ndarray]]:
+    """The packaged multilingual demo knowledge base and questions, one text per run, prompts applied."""
+    from tokenizers import Tokenizer
+
+    from .demo import demo_kb_path, demo_questions_path, demo_train_questions_path
+
+    cfg = read_folder_config(folder)
+    tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=cfg["max_seq_length"])
+    prompts = cfg["prompts"]
+    for path, prompt in ((demo_kb_path(), prompts.get("document", "")),
+                         (demo_questions_path(), prompts.get("query", "")),
+                         (demo_train_questions_path(), prompts.get("query", ""))):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                ids = tokenizer.encode(prompt + json.loads(line)["text"]).ids
+                yield {"input_ids": np.array([ids], dtype=np.int64),
+                       "attention_mask": np.ones((1, len(ids)), dtype=np.int64)}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -308,7 +306,7 @@ def _record(out_dir: Path, name: str, source_digest: str, seconds: float) -> Non
     files = manifest.setdefault("files", {})
     files[name] = {
         "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path),
-        "source_digest": source_digest, "export_version": _EXPORT_VERSION, "opset": OPSET,
+        "source_digest": source_digest, "export_version": _EXPORT_VERSIONS[name], "opset": OPSET,
         "seconds": round(seconds, 1), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
     }
     _write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
@@ -319,7 +317,7 @@ def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:
     entry = _read_manifest(out_dir).get("files", {}).get(name)
     path = out_dir / name
     try:
-        if not entry or entry["source_digest"] != source_digest or entry["export_version"] != _EXPORT_VERSION:
+        if not entry or entry["source_digest"] != source_digest or entry["export_version"] != _EXPORT_VERSIONS[name]:
             return False
         stat = path.stat()
         if stat.st_size != entry["size"]:
