@@ -187,3 +187,9 @@ def test_every_backend_runs_the_fine_tuned_folder(tuned, encoder):
         for mine, theirs in ((other.encode_queries(texts), reference.encode_queries(texts)),
                              (other.encode_documents(texts), reference.encode_documents(texts))):
             assert float(np.sum(mine * theirs, axis=1).min()) >= floor, backend
+
+
+def test_no_progress_output_when_asked(tmp_path, capfd):
+    finetune(KB, QUERIES, out=tmp_path / "quiet", **{**SETTINGS, "max_steps": 1})
+    printed = "".join(capfd.readouterr())
+    assert "train_runtime" not in printed and "Writing model shards" not in printed and "it/s" not in printed

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._quiet import quiet_transformers
 from ..errors import MlretError
 from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 from .card import CARD_FILE, write_card
@@ -250,7 +251,6 @@ def _dataset(examples: list[Example]):
 def _train(encoder, examples: list[Example], config: dict[str, Any], show_progress_bar: bool) -> float | None:
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
-    from .._quiet import quiet_transformers
     from .loss import LabelMaskedMNRLoss
     from .sampler import language_batch_sampler
 
@@ -282,6 +282,10 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
                 loss=LabelMaskedMNRLoss(st, scale=config["scale"], hardness_mode=config["hardness_mode"],
                                         hardness_strength=config["hardness_strength"]),
             )
+        if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
+            from transformers.trainer_callback import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)
         with _transformers_errors_only():
             output = trainer.train()
     st.eval()
@@ -334,7 +338,8 @@ def _save(encoder, out: Path, card: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        encoder.sentence_transformer.save(str(tmp), create_model_card=False)
+        with quiet_transformers():  # no 'Writing model shards' bar
+            encoder.sentence_transformer.save(str(tmp), create_model_card=False)
         write_card(tmp, card)
         os.chmod(tmp, 0o755)
         if out.exists():
