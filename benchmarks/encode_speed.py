@@ -6,9 +6,10 @@ model and cold load time of the cached model. Prints a table and saves ``results
 
 Backends (``--part backends``): for torch, onnx and onnx-int8, each in its own process, cold load,
 single-query latency p50/p95, batch throughput on short texts and ~100-token passages and peak RSS; then
-MRR per language group on the Home Assistant intent benchmark for each backend and for int8 query
-vectors searched against fp32 document vectors (a collection built with ``onnx`` queried with
-``onnx-int8``). Saves ``results/encode_backends.json``.
+MRR per language group on the Home Assistant intent benchmark (20 held-out queries per language and
+intent, ~22k queries) for each backend and for int8 query vectors searched against fp32 document vectors
+(a collection built with ``onnx`` queried with ``onnx-int8``); then the same MRR table for a model
+fine-tuned on the benchmark's training anchors. Saves ``results/encode_backends.json``.
 
     .venv/bin/python benchmarks/encode_speed.py [--part all|wrapper|backends] [--runs 5] [--batch-size 32]
 """
@@ -147,36 +148,77 @@ for name, data, fn in (("short_queries", short, e.encode_queries), ("passages_10
     out[name + "_sent_per_s"] = statistics.median(rates)
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from mlret_rag.datasets import build_intent_benchmark
-bench = build_intent_benchmark(seed=0)
+bench = build_intent_benchmark(seed=0, eval_per_intent={epi})
 np.savez({vectors!r}, docs=e.encode_documents([r.text for r in bench.index]),
          queries=e.encode_queries([q.text for q in bench.eval_queries]))
 print(json.dumps(out))
 """
 
 
-def backends(runs: int, batch_size: int) -> dict:
-    """Speed, memory and intent-benchmark MRR per backend, each backend in a fresh process."""
+def backends(runs: int, batch_size: int, eval_per_intent: int, finetune_steps: int) -> dict:
+    """Speed, memory and intent-benchmark MRR per backend (each in a fresh process), then MRR per backend
+    of a model fine-tuned on the benchmark's training split."""
     import numpy as np
 
     from mlret_rag.datasets import build_intent_benchmark
-    from mlret_rag.evaluate import rank, relevance_matrix, score_rankings
 
     _child(_CONVERT)
     for backend in BACKENDS[1:]:  # export once, outside the timed loads
         _child(_LOAD.replace("{backend!r}", repr(backend)))
-    bench = build_intent_benchmark(seed=0)
-    relevance = relevance_matrix(bench.index, bench.eval_queries)
-    groups = bench.language_groups
-    query_groups = np.array([groups[q.lang] for q in bench.eval_queries])
-    langs = np.array([q.lang for q in bench.eval_queries])
+    bench = build_intent_benchmark(seed=0, eval_per_intent=eval_per_intent)
     speed, vectors = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for backend in BACKENDS:
             path = os.path.join(tmp, f"{backend}.npz")
-            code = _BACKEND.format(bench=str(HERE), bs=batch_size, backend=backend, runs=runs, vectors=path)
+            code = _BACKEND.format(bench=str(HERE), bs=batch_size, backend=backend, runs=runs, vectors=path,
+                                   epi=eval_per_intent)
             speed[backend] = {k: round(v, 2) for k, v in _child(code).items()}
             with np.load(path) as data:
                 vectors[backend] = (data["docs"], data["queries"])
+        bundled = mrr_by_backend(bench, vectors)
+        tuned = finetuned_mrr_by_backend(bench, Path(tmp) / "tuned", finetune_steps)
+    return {
+        "speed": speed,
+        "speedup_vs_torch": {
+            b: {k: round(speed[b][k] / speed["torch"][k], 2) for k in ("short_queries_sent_per_s",
+                                                                        "passages_100tok_sent_per_s")}
+            for b in BACKENDS[1:]
+        },
+        **bundled,
+        "finetuned": tuned,
+        "onnx_export": _export_record(),
+    }
+
+
+def finetuned_mrr_by_backend(bench, out: Path, max_steps: int) -> dict:
+    """Fine-tune the bundled model on the benchmark's anchors (weighted negatives), then MRR per backend."""
+    from mlret_rag import MultilingualEncoder, finetune
+
+    started = time.perf_counter()
+    finetune(bench.index, bench.train_queries, out=out, max_steps=max_steps, seed=0, show_progress_bar=False)
+    train_s = time.perf_counter() - started
+    vectors, export_s = {}, {}
+    for backend in BACKENDS:
+        started = time.perf_counter()
+        encoder = MultilingualEncoder(str(out), backend=backend, show_progress_bar=False)
+        export_s[backend] = round(time.perf_counter() - started, 1)  # first use exports the ONNX files
+        vectors[backend] = (encoder.encode_documents([r.text for r in bench.index]),
+                            encoder.encode_queries([q.text for q in bench.eval_queries]))
+    return {"max_steps": max_steps, "train_s": round(train_s, 1), "load_incl_export_s": export_s,
+            **mrr_by_backend(bench, vectors)}
+
+
+def mrr_by_backend(bench, vectors: dict) -> dict:
+    """MRR per language group for each backend's (docs, queries) vectors, ratios to onnx fp32 with paired
+    bootstrap 95 % intervals, the worst single language, and int8 queries searched against fp32 docs."""
+    import numpy as np
+
+    from mlret_rag.evaluate import rank, relevance_matrix, score_rankings
+
+    relevance = relevance_matrix(bench.index, bench.eval_queries)
+    groups = bench.language_groups
+    query_groups = np.array([groups[q.lang] for q in bench.eval_queries])
+    langs = np.array([q.lang for q in bench.eval_queries])
     combos = {b: vectors[b] for b in BACKENDS}
     combos["onnx-int8 queries vs onnx docs"] = (vectors["onnx"][0], vectors["onnx-int8"][1])
     mrr: dict[str, dict] = {}
@@ -208,12 +250,6 @@ def backends(runs: int, batch_size: int) -> dict:
             ci95[name][g] = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)]
     cos = {name: float((combos[name][1] * vectors["torch"][1]).sum(axis=1).min()) for name in BACKENDS[1:]}
     return {
-        "speed": speed,
-        "speedup_vs_torch": {
-            b: {k: round(speed[b][k] / speed["torch"][k], 2) for k in ("short_queries_sent_per_s",
-                                                                        "passages_100tok_sent_per_s")}
-            for b in BACKENDS[1:]
-        },
         "mrr": {name: {k: v for k, v in row.items() if k != "per_language"} for name, row in mrr.items()},
         "mrr_ratio_vs_onnx_fp32": ratios,
         "mrr_ratio_ci95_paired_bootstrap": ci95,
@@ -221,7 +257,6 @@ def backends(runs: int, batch_size: int) -> dict:
         "min_query_cosine_vs_torch": {n: round(c, 5) for n, c in cos.items()},
         "benchmark": {"n_index": len(bench.index), "n_queries": len(bench.eval_queries),
                       "queries_per_group": {g: int((query_groups == g).sum()) for g in sorted(set(query_groups))}},
-        "onnx_export": _export_record(),
     }
 
 
@@ -242,10 +277,13 @@ def print_backends(report: dict) -> None:
     for b, row in speed.items():
         print(f"{b:<12}{row['load_s']:>8}{row['single_query_ms_p50']:>8}{row['single_query_ms_p95']:>8}"
               f"{row['short_queries_sent_per_s']:>9}{row['passages_100tok_sent_per_s']:>8}{row['peak_rss_mb']:>8}")
-    groups = [g for g in next(iter(report["mrr"].values())) if g != "overall"]
-    print(f"{'MRR':<32}{'overall':>9}" + "".join(f"{g:>19}" for g in groups))
-    for name, row in report["mrr"].items():
-        print(f"{name:<32}{row['overall']:>9}" + "".join(f"{row[g]:>19}" for g in groups))
+    for title, part in (("bundled", report), ("fine-tuned", report["finetuned"])):
+        groups = [g for g in next(iter(part["mrr"].values())) if g != "overall"]
+        print(f"{'MRR, ' + title:<32}{'overall':>9}" + "".join(f"{g:>19}" for g in groups))
+        for name, row in part["mrr"].items():
+            ratio = part["mrr_ratio_vs_onnx_fp32"].get(name, {})
+            print(f"{name:<32}{row['overall']:>9}" + "".join(
+                f"{row[g]:>11} ({ratio.get(g, 1.0):.3f})" for g in groups))
 
 
 def main() -> None:
@@ -255,10 +293,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "encode_speed.json")
     parser.add_argument("--backends-out", type=Path, default=HERE / "results" / "encode_backends.json")
     parser.add_argument("--part", choices=("all", "wrapper", "backends"), default="all")
+    parser.add_argument("--eval-per-intent", type=int, default=20,
+                        help="held-out benchmark queries per (language, intent) for the backend MRR")
+    parser.add_argument("--finetune-steps", type=int, default=60, help="training steps of the fine-tuned model")
     args = parser.parse_args()
     if args.part in ("all", "backends"):
         report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                  "batch_size": args.batch_size, "runs": args.runs, **backends(args.runs, args.batch_size)}
+                  "batch_size": args.batch_size, "runs": args.runs,
+                  **backends(args.runs, args.batch_size, args.eval_per_intent, args.finetune_steps)}
         args.backends_out.parent.mkdir(parents=True, exist_ok=True)
         args.backends_out.write_text(json.dumps(report, indent=2) + "\n")
         print_backends(report)
