@@ -71,6 +71,16 @@ class MultilingualRetriever:
         )
         return cls(store)
 
+    def close(self) -> None:
+        """Close the underlying store (see :meth:`~mlret_rag.store.ChromaStore.close`)."""
+        self.store.close()
+
+    def __enter__(self) -> MultilingualRetriever:  # noqa: PYI034 - Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def retrieve(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> list[Hit]:
         """The ``k`` best records for ``query``, best first; ``where`` is a Chroma metadata filter."""
         if not isinstance(query, str):

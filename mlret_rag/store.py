@@ -41,6 +41,10 @@ class MissingCollectionError(MlretError, LookupError):
     """The collection asked for does not exist (and was not to be created)."""
 
 
+class StoreClosedError(MlretError, RuntimeError):
+    """The store was used after :meth:`ChromaStore.close`."""
+
+
 @dataclass(frozen=True)
 class Hit:
     """One retrieved record. ``score`` is cosine similarity (higher is better); ``metadata`` holds the
@@ -114,10 +118,15 @@ class ChromaStore:
         self.encoder = encoder
         self.show_progress_bar = show_progress_bar
         self.collection_name = collection
+        self._closed = False
         self._client, self.location = open_client(path=path, host=host, port=port, auth_token=auth_token)
-        with self._guard():
-            limit = int(self._client.get_max_batch_size())
-            self._collection = self._open_collection(collection, create=create)
+        try:
+            with self._guard():
+                limit = int(self._client.get_max_batch_size())
+                self._collection = self._open_collection(collection, create=create)
+        except BaseException:
+            self.close()
+            raise
         self.batch_size = max(1, min(batch_size or DEFAULT_BATCH_SIZE, limit - 1))
 
     # ---------------------------------------------------------------------------------------------
@@ -142,8 +151,25 @@ class ChromaStore:
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Turn transport failures of a server client into :class:`StoreConnectionError`."""
+        if self._closed:
+            raise StoreClosedError(f"this store ({self.location}, collection {self.collection_name!r}) is closed")
         with connection_errors(self.location, remote=self._remote):
             yield
+
+    def close(self) -> None:
+        """Release the Chroma client (for an embedded database, its SQLite and index files); idempotent.
+
+        Other stores open on the same database keep working: Chroma counts the clients of one database.
+        """
+        if not self._closed:
+            self._closed = True
+            _close_client(self._client)
+
+    def __enter__(self) -> ChromaStore:  # noqa: PYI034 - Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @property
     def _remote(self) -> bool:
@@ -398,12 +424,22 @@ def read_collection_info(
         if not folder.is_dir():
             return None
     client, location = open_client(path=path, host=host, port=port, auth_token=auth_token)
-    with connection_errors(location, remote=host is not None):
-        try:
-            col = client.get_collection(collection, embedding_function=None)
-        except (NotFoundError, ValueError):
-            return None
-    return decode_info(col.metadata or {})
+    try:
+        with connection_errors(location, remote=host is not None):
+            try:
+                col = client.get_collection(collection, embedding_function=None)
+            except (NotFoundError, ValueError):
+                return None
+        return decode_info(col.metadata or {})
+    finally:
+        _close_client(client)
+
+
+def _close_client(client: Any) -> None:
+    """Release one reference to a Chroma client's shared system (``close`` exists from chromadb 1.5)."""
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
 
 
 def _to_chroma_metadata(rec: KBRecord) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from chroma_server import chroma_server_address  # noqa: F401  (fixture)
 
 from mlret_rag.demo import load_demo_kb, load_demo_questions, run_demo
 from mlret_rag.retriever import MultilingualRetriever, recorded_model
-from mlret_rag.store import ChromaStore, MissingCollectionError
+from mlret_rag.store import ChromaStore, MissingCollectionError, StoreClosedError
 
 
 @pytest.fixture(scope="module", params=["embedded", "server"])
@@ -71,9 +71,11 @@ def test_where_filter_and_bad_query(retriever):
 def test_open_reuses_the_recorded_model_and_refuses_missing_collections(encoder, tmp_path):
     store = ChromaStore(encoder, path=tmp_path, collection="faq", show_progress_bar=False)
     store.add(load_demo_kb()[:6])
-    opened = MultilingualRetriever.open(path=tmp_path, collection="faq", create=False)
-    assert opened.encoder.fingerprint == encoder.fingerprint
-    assert opened.retrieve("Where is my order?", k=1)[0].label == "track_order"
+    with MultilingualRetriever.open(path=tmp_path, collection="faq", create=False) as opened:
+        assert opened.encoder.fingerprint == encoder.fingerprint
+        assert opened.retrieve("Where is my order?", k=1)[0].label == "track_order"
+    with pytest.raises(StoreClosedError):
+        opened.retrieve("Where is my order?")
     with pytest.raises(MissingCollectionError, match="no collection 'other'"):
         MultilingualRetriever.open(path=tmp_path, collection="other", create=False)
 

@@ -263,3 +263,19 @@ def test_location_arguments_are_checked(encoder, tmp_path):
 def test_default_db_path_follows_mlret_home(monkeypatch, tmp_path):
     monkeypatch.setenv("MLRET_HOME", str(tmp_path))
     assert default_db_path() == tmp_path / "db"
+
+
+def test_close_releases_the_client_and_other_stores_keep_working(make_store, encoder):
+    from mlret_rag.store import StoreClosedError
+
+    records = [{"id": "a", "text": "Turn on the kitchen lights.", "label": "on"}]
+    with make_store() as first:
+        first.add(records)
+        second = make_store()  # same database and collection, its own client
+    with pytest.raises(StoreClosedError, match="is closed"):
+        first.query(encoder.encode_queries(["lights"]), k=1)
+    first.close()  # idempotent
+    assert [h.id for h in second.query(encoder.encode_queries(["lights"]), k=1)[0]] == ["a"]
+    second.close()
+    with make_store() as reopened:  # everything written before closing is there
+        assert reopened.count() == 1
