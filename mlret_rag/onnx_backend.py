@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import write_bytes_atomic
 from ._hashing import sha256_file
 from .errors import MlretError
 
@@ -164,13 +164,13 @@ def ensure_onnx_model(folder: Path, backend: str, source_digest: str) -> Path:
             if fp32.exists():
                 logger.warning("ONNX file %s is damaged or stale; rebuilding it.", fp32)
             started = time.perf_counter()
-            _write_atomic(fp32, _export_fp32(folder).SerializeToString())
+            write_bytes_atomic(fp32, _export_fp32(folder).SerializeToString())
             _record(out_dir, fp32.name, source_digest, time.perf_counter() - started)
         if backend == "onnx-int8":
             started = time.perf_counter()
             feeds = list(_calibration_feeds(folder))
             int8 = _quantize_int8(fp32, feeds)
-            _write_atomic(target, int8)
+            write_bytes_atomic(target, int8)
             fidelity = _min_cosine(fp32, int8, feeds)
             _record(out_dir, target.name, source_digest, time.perf_counter() - started,
                     calibration_min_cosine=round(fidelity, 5))
@@ -187,7 +187,7 @@ def invalidate(onnx_file: Path) -> None:
     """Forget a file's manifest entry so the next :func:`ensure_onnx_model` rebuilds it."""
     manifest = _read_manifest(onnx_file.parent)
     if manifest.get("files", {}).pop(onnx_file.name, None) is not None:
-        _write_atomic(onnx_file.parent / MANIFEST, json.dumps(manifest, indent=2).encode())
+        write_bytes_atomic(onnx_file.parent / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def _export_fp32(folder: Path) -> Any:
@@ -295,22 +295,6 @@ def _calibration_feeds(folder: Path) -> Iterator[dict[str, np.ndarray]]:
                        "attention_mask": np.ones((1, len(ids)), dtype=np.int64)}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _read_manifest(out_dir: Path) -> dict:
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
@@ -333,7 +317,7 @@ def _record(out_dir: Path, name: str, source_digest: str, seconds: float, **extr
         "seconds": round(seconds, 1), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         **extra,
     }
-    _write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
+    write_bytes_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:

@@ -49,6 +49,7 @@ def test_mlret_eval_prints_a_table_and_writes_the_json(files, tmp_path):
     assert report["per_language"]["unknown"]["mrr"] == 1.0
     assert report["overall"]["hit@10"] == 1.0  # five KB records: everything relevant is in the top 10
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]  # no temporary file left behind
+    assert out.stat().st_mode & 0o044 == 0o044  # readable by others, not the 0600 of a temporary file
 
 
 def test_mlret_eval_names_the_bad_line_and_writes_nothing(files, tmp_path):

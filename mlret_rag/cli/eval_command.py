@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .._atomic import write_bytes_atomic
 from ..errors import MlretError
 from . import app
 from ._common import BACKEND_HELP, MODEL_HELP, QUIET_HELP, one_line_errors
@@ -51,20 +50,11 @@ def eval_command(
             typer.echo(f"warning: {w.message}", err=True)
     typer.echo(format_report(report))
     if json_out is not None:
-        _write_json_atomically(json_out, report)
+        _write_json(json_out, report)
         if not quiet:
             typer.echo(f"\nwrote {json_out}", err=True)
 
 
-def _write_json_atomically(path: Path, data: dict) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so a failure leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_json(path: Path, data: dict) -> None:
+    """Write the report atomically, so a failure leaves no half-written file."""
+    write_bytes_atomic(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
