@@ -186,7 +186,7 @@ def test_persistence_across_processes_and_no_chroma_default_model(make_store, ba
 
 def test_resume_after_killed_indexing(make_store, backend, collection_name, tmp_path):
     """Kill ``mlret index`` half-way; indexing again ends with exactly the KB and encodes only the rest."""
-    n = 120
+    n = 600  # long enough that the kill lands mid-way even on a machine many times faster
     kb = tmp_path / "big.jsonl"
     kb.write_text("\n".join(json.dumps({"id": f"q{i:03d}", "text": f"Support question number {i}: how do I "
                                         f"change setting {i} of my account and order {i * 7}?"})
