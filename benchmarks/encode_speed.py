@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from mlret_rag import BACKENDS  # lazy package: loads nothing, reads MLRET_HOME only when used
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PROBE = REPO / "tests" / "data" / "crosslingual_probe.json"
@@ -121,8 +123,6 @@ def throughput(runs: int, batch_size: int) -> dict:
         }
     return result
 
-
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 _BACKEND = """
 import json, resource, statistics, sys, time
@@ -262,11 +262,11 @@ def mrr_by_backend(bench, vectors: dict) -> dict:
 
 def _export_record() -> dict:
     from mlret_rag.bundled import ensure_bundled_model
+    from mlret_rag.encoder import _model_files_digest
+    from mlret_rag.onnx_backend import _read_manifest, onnx_dir_for
 
-    try:
-        manifest = json.loads((ensure_bundled_model() / "onnx" / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    folder = ensure_bundled_model()
+    manifest = _read_manifest(onnx_dir_for(folder, _model_files_digest(folder)))
     return {name: {"seconds": f.get("seconds"), "size_mb": round(f["size"] / 2**20, 1)}
             for name, f in manifest.get("files", {}).items()}
 

@@ -160,13 +160,13 @@ def main() -> None:
     import torch
     from chroma_server import run_chroma_server
 
-    from mlret_rag import MultilingualEncoder
+    from mlret_rag import BACKENDS, MultilingualEncoder
 
     torch.manual_seed(SEED)
     kb_texts, questions = real_texts(5000)
     questions = (questions * (1 + args.queries // max(1, len(questions))))[: args.queries]
     encoder = MultilingualEncoder(batch_size=64)  # the default backend
-    backends = {b: MultilingualEncoder(backend=b) for b in ("torch", "onnx", "onnx-int8")}
+    backends = {b: encoder if b == encoder.backend else MultilingualEncoder(backend=b) for b in BACKENDS}
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="mlret-bench-") as tmp:
         root = Path(tmp)

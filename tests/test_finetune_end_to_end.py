@@ -151,9 +151,6 @@ def test_cli_refuses_non_empty_out_and_unlabelled_kb(tmp_path):
 
 
 def test_overwrite_never_replaces_a_folder_that_is_not_a_model(tmp_path):
-    from mlret_rag.finetune import finetune
-    from mlret_rag.finetune.train import OutputExistsError
-
     precious = tmp_path / "notes"
     precious.mkdir()
     (precious / "thesis.txt").write_text("do not delete")

@@ -13,6 +13,7 @@ from mlret_rag.finetune import (
     LabelMaskedMNRLoss,
     NegativeSampler,
     anchor_similarity,
+    centroid_similarity,
     confusion_similarity,
     finetune,
 )
@@ -93,10 +94,6 @@ def test_finetune_names_a_bad_similarity_or_hardness_option(tmp_path):
 
 
 def test_unlabelled_index_rows_belong_to_no_centroid():
-    import numpy as np
-
-    from mlret_rag.finetune.label_similarity import anchor_similarity, centroid_similarity
-
     vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     # the third row is unlabelled (-1): it must not pull label 1's centroid
     sim = centroid_similarity(vectors, [0, 1, -1], 2)
