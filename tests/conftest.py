@@ -1,4 +1,4 @@
-"""Shared fixtures: an offline environment, one cache for the converted model, one loaded encoder."""
+"""Shared fixtures: an offline environment, one cache for the converted model, encoders loaded once."""
 
 from __future__ import annotations
 
@@ -23,3 +23,27 @@ def encoder():
     from mlret_rag import MultilingualEncoder
 
     return MultilingualEncoder()
+
+
+@pytest.fixture(scope="session")
+def torch_encoder():
+    """The bundled encoder on PyTorch."""
+    from mlret_rag import MultilingualEncoder
+
+    return MultilingualEncoder(backend="torch")
+
+
+@pytest.fixture(scope="session")
+def onnx_encoder():
+    """The bundled encoder on ONNX Runtime fp32."""
+    from mlret_rag import MultilingualEncoder
+
+    return MultilingualEncoder(backend="onnx")
+
+
+@pytest.fixture(scope="session")
+def int8_encoder():
+    """The bundled encoder on ONNX Runtime int8."""
+    from mlret_rag import MultilingualEncoder
+
+    return MultilingualEncoder(backend="onnx-int8")

@@ -30,21 +30,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def torch_encoder():
-    return MultilingualEncoder(backend="torch")
-
-
-@pytest.fixture(scope="module")
-def onnx_encoder():
-    return MultilingualEncoder(backend="onnx")
-
-
-@pytest.fixture(scope="module")
-def int8_encoder():
-    return MultilingualEncoder(backend="onnx-int8")
-
-
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 

@@ -14,18 +14,8 @@ from mlret_rag.onnx_quantize import _input_channel_maxima, _insert_smoothing, _s
 
 
 @pytest.fixture(scope="module")
-def fp32_encoder():
-    return MultilingualEncoder(backend="onnx")
-
-
-@pytest.fixture(scope="module")
-def int8_encoder():
-    return MultilingualEncoder(backend="onnx-int8")
-
-
-@pytest.fixture(scope="module")
-def fp32_model(fp32_encoder):
-    return fp32_encoder.model_path, fp32_encoder._onnx.path
+def fp32_model(onnx_encoder):
+    return onnx_encoder.model_path, onnx_encoder._onnx.path
 
 
 def _run(model, feed):
@@ -59,22 +49,22 @@ def test_int8_export_records_its_fidelity(int8_encoder):
 
 
 @pytest.mark.parametrize("side", ["queries", "documents"])
-def test_int8_close_to_fp32(side, fp32_encoder, int8_encoder):
-    fp32 = getattr(fp32_encoder, f"encode_{side}")(SENTENCES)
+def test_int8_close_to_fp32(side, onnx_encoder, int8_encoder):
+    fp32 = getattr(onnx_encoder, f"encode_{side}")(SENTENCES)
     int8 = getattr(int8_encoder, f"encode_{side}")(SENTENCES)
     # Measured here: smoothed 0.99965 at worst; plain per-tensor dynamic int8 0.9971 (queries), 0.9982.
     assert _cosines(int8, fp32).min() >= 0.999
 
 
 @pytest.mark.slow
-def test_low_int8_fidelity_is_warned(tmp_path, monkeypatch, caplog, fp32_encoder):
+def test_low_int8_fidelity_is_warned(tmp_path, monkeypatch, caplog, onnx_encoder):
     import logging
 
     from test_onnx import _linked_copy
 
     from mlret_rag import onnx_backend
 
-    folder = _linked_copy(fp32_encoder.model_path, tmp_path / "model", with_onnx=True)
+    folder = _linked_copy(onnx_encoder.model_path, tmp_path / "model", with_onnx=True)
     (folder / "onnx" / BACKEND_FILES["onnx-int8"]).unlink()
     monkeypatch.setattr(onnx_backend, "INT8_WARN_BELOW_COSINE", 1.01)  # any real int8 file is below this
     with caplog.at_level(logging.WARNING, logger="mlret_rag.onnx_backend"):
