@@ -81,20 +81,47 @@ class MultilingualRetriever:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def retrieve(self, query: str, k: int = 5, where: dict[str, Any] | None = None) -> list[Hit]:
-        """The ``k`` best records for ``query``, best first; ``where`` is a Chroma metadata filter."""
+    def retrieve(
+        self, query: str, k: int = 5, where: dict[str, Any] | None = None, per_document: int | None = None
+    ) -> list[Hit]:
+        """The ``k`` best records for ``query``, best first; ``where`` is a Chroma metadata filter.
+
+        ``per_document`` caps how many hits come from one document (records with the same ``doc_id``
+        metadata, as :func:`~mlret_rag.load_documents` writes; a record without one is its own
+        document), so the ``k`` hits spread over more sources. More candidates are searched until ``k``
+        hits pass the cap or the collection has no more.
+        """
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
-        return self.retrieve_batch([query], k=k, where=where)[0]
+        return self.retrieve_batch([query], k=k, where=where, per_document=per_document)[0]
 
     def retrieve_batch(
-        self, queries: list[str], k: int = 5, where: dict[str, Any] | None = None
+        self,
+        queries: list[str],
+        k: int = 5,
+        where: dict[str, Any] | None = None,
+        per_document: int | None = None,
     ) -> list[list[Hit]]:
         """:meth:`retrieve` for many questions, encoded in one pass."""
+        if per_document is not None and (
+            not isinstance(per_document, int) or isinstance(per_document, bool) or per_document < 1
+        ):
+            raise ValueError(f"per_document must be a positive integer or None, got {per_document!r}")
         if not queries:
             return []
         vectors = self.encoder.encode_queries(queries)
-        return self.store.query(vectors, k=k, where=where)
+        if per_document is None:
+            return self.store.query(vectors, k=k, where=where)
+        return [self._capped(v, k, where, per_document) for v in vectors]
+
+    def _capped(self, vector: Any, k: int, where: dict[str, Any] | None, cap: int) -> list[Hit]:
+        n = k * 4
+        while True:
+            hits = self.store.query(vector[None, :], k=n, where=where)[0]
+            kept = cap_per_document(hits, cap)
+            if len(kept) >= k or len(hits) < n:
+                return kept[:k]
+            n *= 4
 
     def top_labels(
         self, query: str, k: int = 10, where: dict[str, Any] | None = None
@@ -126,3 +153,16 @@ def recorded_model(info: dict[str, Any]) -> str | None:
     if folder and os.path.isdir(folder):
         return folder
     return name
+
+
+def cap_per_document(hits: list[Hit], cap: int) -> list[Hit]:
+    """``hits`` in order, keeping at most ``cap`` per document (``doc_id`` metadata, else the hit's id)."""
+    seen: dict[tuple[str, str], int] = {}
+    kept = []
+    for hit in hits:
+        doc_id = hit.metadata.get("doc_id")
+        doc = ("doc", str(doc_id)) if doc_id is not None else ("id", hit.id)
+        if seen.get(doc, 0) < cap:
+            seen[doc] = seen.get(doc, 0) + 1
+            kept.append(hit)
+    return kept

@@ -458,3 +458,22 @@ def _from_chroma_metadata(meta: Mapping[str, Any] | None) -> tuple[str | None, s
     lang = meta.pop("lang", None)
     user = {k: v for k, v in meta.items() if not k.startswith(RESERVED_METADATA_PREFIX)}
     return label, lang, user
+
+
+def stored_metadata(store: ChromaStore, key: str) -> dict[str, Any]:
+    """``{id: metadata[key]}`` for every stored record whose metadata has ``key``, read in pages.
+
+    Used by document sync (:func:`mlret_rag.documents.sync_documents`) to find the chunks of each
+    document without reading texts or vectors.
+    """
+    out: dict[str, Any] = {}
+    with store._guard():
+        offset = 0
+        while True:
+            got = store._collection.get(include=["metadatas"], limit=store.batch_size * 8, offset=offset)
+            for rid, meta in zip(got["ids"], got["metadatas"] or []):
+                if meta and key in meta:
+                    out[rid] = meta[key]
+            if len(got["ids"]) < store.batch_size * 8:
+                return out
+            offset += len(got["ids"])
