@@ -15,6 +15,8 @@ _EXPORTS = {
     "QueryRecord": "mlret_rag.kb",
     "load_kb": "mlret_rag.kb",
     "load_queries": "mlret_rag.kb",
+    "load_documents": "mlret_rag.documents",
+    "sync_documents": "mlret_rag.documents",
     "ChromaStore": "mlret_rag.store",
     "Hit": "mlret_rag.store",
     "AddResult": "mlret_rag.store",
@@ -33,11 +35,12 @@ _EXPORTS = {
 __all__ = [
     "BACKENDS", "AddResult", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
     "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
-    "StoreConnectionError", "__version__", "evaluate", "finetune", "load_kb", "load_queries",
-    "plot_per_language", "report_markdown",
+    "StoreConnectionError", "__version__", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
+    "plot_per_language", "report_markdown", "sync_documents",
 ]
 
 if TYPE_CHECKING:
+    from .documents import load_documents, sync_documents
     from .encoder import BACKENDS, MultilingualEncoder
     from .errors import EncoderMismatchError, KnowledgeBaseError, MlretError, StoreConnectionError
     from .evaluate import evaluate, plot_per_language, report_markdown

@@ -10,8 +10,8 @@ import mlret_rag
 EXPECTED = {
     "AddResult", "BACKENDS", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
     "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
-    "StoreConnectionError", "evaluate", "finetune", "load_kb", "load_queries", "plot_per_language",
-    "report_markdown", "__version__",
+    "StoreConnectionError", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
+    "plot_per_language", "report_markdown", "sync_documents", "__version__",
 }
 
 

@@ -20,7 +20,14 @@ HOST_HELP = "Chroma server host (use with --port) instead of an embedded folder.
 PORT_HELP = "Chroma server port (default 8000)."
 COLLECTION_HELP = "Collection name."
 BATCH_HELP = "Records encoded and committed per step."
-PRUNE_HELP = "Also delete stored records whose ids are not in the file."
+PRUNE_HELP = ("Also delete stored records whose ids are not in the file (--kb), or the chunks of documents "
+              "no longer under PATH (--docs).")
+DOCS_HELP = "Documents: a .md/.txt/.html/.pdf file, or a folder searched recursively."
+INCLUDE_HELP = "With --docs: only files matching this glob (path or name; repeatable)."
+EXCLUDE_HELP = "With --docs: leave out files matching this glob (path or name; repeatable)."
+CHUNK_HELP = "Most encoder tokens per chunk (documents, and long records with --chunk-long)."
+OVERLAP_HELP = "Tokens of whole sentences a chunk repeats from the one before it."
+CHUNK_LONG_HELP = "With --kb: split records longer than the encoder's window into chunks <id>#<n>."
 TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
 
 TOKEN_OPTION = typer.Option("--auth-token", envvar="MLRET_CHROMA_TOKEN", help=TOKEN_HELP)
@@ -52,7 +59,8 @@ def _where(db: Path | None, host: str | None, port: int | None) -> dict:
 @app.command("index")
 @one_line_errors
 def index_command(
-    kb: Annotated[Path, typer.Option("--kb", help="Knowledge base: .jsonl or .csv file.")],
+    kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base: .jsonl or .csv file.")] = None,
+    docs: Annotated[Path | None, typer.Option("--docs", help=DOCS_HELP)] = None,
     db: Annotated[Path | None, typer.Option("--db", help=DB_HELP)] = None,
     host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
     port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
@@ -61,16 +69,30 @@ def index_command(
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help=BATCH_HELP)] = None,
     prune: Annotated[bool, typer.Option("--prune", help=PRUNE_HELP)] = False,
+    include: Annotated[list[str] | None, typer.Option("--include", help=INCLUDE_HELP)] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help=EXCLUDE_HELP)] = None,
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help=CHUNK_HELP)] = 256,
+    overlap_tokens: Annotated[int, typer.Option("--overlap-tokens", help=OVERLAP_HELP)] = 32,
+    chunk_long: Annotated[bool, typer.Option("--chunk-long", help=CHUNK_LONG_HELP)] = False,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
-    """Index a knowledge base: encode only new or changed records; safe to re-run after an interruption."""
+    """Index a knowledge base (--kb) or documents (--docs): encode only new or changed records; safe to
+    re-run after an interruption."""
     from ..encoder import MultilingualEncoder
     from ..kb import load_kb
     from ..store import ChromaStore
 
+    if (kb is None) == (docs is None):
+        raise MlretError("give either --kb FILE (records) or --docs PATH (documents)")
+    if kb is not None and (include or exclude):
+        raise MlretError("--include/--exclude select documents; use them with --docs, not --kb")
+    if docs is not None and chunk_long:
+        raise MlretError("--chunk-long splits long --kb records; documents are always chunked")
     where = _where(db, host, port)
-    records = load_kb(kb)  # validated in full before anything is opened or written
+    records = load_kb(kb) if kb is not None else None  # validated in full before anything is written
+    if docs is not None and not docs.exists():
+        raise FileNotFoundError(f"{docs}: no such file or folder")
     with _library_errors():
         encoder = MultilingualEncoder(model, backend=backend)
         store = ChromaStore(
@@ -81,6 +103,13 @@ def index_command(
             show_progress_bar=not quiet,
             **where,
         )
+        if docs is not None:
+            _index_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,
+                             overlap_tokens=overlap_tokens, prune=prune)
+            return
+        assert records is not None and kb is not None
+        records = _long_records(records, encoder, chunk_long=chunk_long, chunk_tokens=chunk_tokens,
+                                overlap_tokens=overlap_tokens)
         result = store.add(records)
         pruned = 0
         if prune:
@@ -96,6 +125,56 @@ def index_command(
     )
 
 
+def _long_records(records: list, encoder: object, *, chunk_long: bool, chunk_tokens: int,
+                  overlap_tokens: int) -> list:
+    """Split records longer than the encoder's window (``--chunk-long``), or name them on stderr."""
+    from ..documents import oversized_records, split_long_records
+
+    if chunk_long:
+        out = split_long_records(records, encoder, chunk_tokens=chunk_tokens, overlap_tokens=overlap_tokens)
+        kept = {r.id for r in out}
+        split = [r.id for r in records if r.id not in kept]
+        if split:
+            chunks = len(out) - (len(records) - len(split))
+            typer.echo(f"split {len(split)} records longer than the encoder's window into {chunks} chunks "
+                       f"(<id>#<n>): {', '.join(split[:10])}{' ...' if len(split) > 10 else ''}", err=True)
+        return out
+    long = oversized_records(records, encoder)
+    if long:
+        shown = ", ".join(f"{rid} ({n} tokens)" for rid, n in long[:10])
+        more = f" and {len(long) - 10} more" if len(long) > 10 else ""
+        typer.echo(
+            f"warning: {len(long)} record{'s are' if len(long) > 1 else ' is'} longer than the encoder's "
+            f"{encoder.max_seq_length}-token window and truncated when encoded (the rest of the text is not "  # type: ignore[attr-defined]
+            f"searchable): {shown}{more}; pass --chunk-long to index them as chunks <id>#<n>",
+            err=True,
+        )
+    return records
+
+
+def _index_documents(store: object, docs: Path, *, include: list[str] | None, exclude: list[str] | None,
+                     chunk_tokens: int, overlap_tokens: int, prune: bool) -> None:
+    from ..documents import sync_documents
+
+    result = sync_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,  # type: ignore[arg-type]
+                            overlap_tokens=overlap_tokens, prune=prune)
+    total = store.count()  # type: ignore[attr-defined]
+    pruned = (f", pruned {result.pruned} chunks of {result.pruned_documents} deleted documents"
+              if prune else "")
+    typer.echo(
+        f"indexed {result.chunks} chunks of {result.documents} documents from {docs} into "
+        f"{store.location} collection {store.collection_name!r}: "  # type: ignore[attr-defined]
+        f"encoded {result.encoded} (added {result.added}, updated {result.updated}), unchanged "
+        f"{result.unchanged}, removed {result.removed} stale{pruned}; {total} stored"
+    )
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+    if result.skipped:
+        typer.echo(f"skipped {len(result.skipped)} file{'s' if len(result.skipped) > 1 else ''}:")
+        for skip in result.skipped:
+            typer.echo(f"  {skip}")
+
+
 @app.command("query")
 @one_line_errors
 def query_command(
@@ -105,6 +184,8 @@ def query_command(
     port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
     collection: Annotated[str, typer.Option("--collection", help=COLLECTION_HELP)] = "mlret",
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 5,
+    per_document: Annotated[int | None, typer.Option(
+        "--per-document", min=1, help="At most this many hits from one document (chunks of one file).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"query", "hits"} as JSON.')] = False,
     model: Annotated[
         str | None,
@@ -133,7 +214,7 @@ def query_command(
             backend=backend,
             **where,
         )
-        hits = retriever.retrieve(text, k=k)
+        hits = retriever.retrieve(text, k=k, per_document=per_document)
     if as_json:
         payload = {
             "query": text,
@@ -148,16 +229,20 @@ def query_command(
     from rich.table import Table
 
     table = Table(title=f"{text}  ({retriever.encoder.model_name}, {retriever.store.location})")
+    sourced = any("source" in h.metadata for h in hits)
     for name, kw in (
         ("#", {"justify": "right"}),
         ("score", {"justify": "right"}),
-        ("label", {}),
+        ("source" if sourced else "label", {}),
         ("id", {}),
         ("text", {"overflow": "fold"}),
     ):
         table.add_column(name, **kw)
     for rank, h in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{h.score:.3f}", h.label or "", h.id, h.text)
+        where_from = h.label or ""
+        if sourced:
+            where_from = " > ".join(str(x) for x in (h.metadata.get("source"), h.metadata.get("headings")) if x)
+        table.add_row(str(rank), f"{h.score:.3f}", where_from, h.id, h.text)
     Console().print(table)
 
 
