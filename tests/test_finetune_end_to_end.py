@@ -115,14 +115,14 @@ def test_chat_model_translator_wraps_an_invoke_model():
 
 
 def test_hard_and_weighted_examples_from_the_model(encoder):
-    from mlret_rag.finetune.train import _examples
+    from mlret_rag.finetune import EpochExamples
 
     data = prepare_training_data(KB, QUERIES)
     for strategy in ("hard", "weighted"):
-        examples = _examples(encoder, data, strategy, 2, 0.05, 0, None)
+        examples = EpochExamples(data, strategy, 2, 0.05, 0, None, "centroid", 0.95).examples(encoder, 0)
         for ex in examples:
             assert ex.label_id not in ex.negative_label_ids and len(ex.negatives) == 2
-    hard = _examples(encoder, data, "hard", 1, 0.05, 0, None)
+    hard = EpochExamples(data, "hard", 1, 0.05, 0, None, "centroid", 0.95).examples(encoder, 0)
     by_anchor = {e.anchor: e for e in hard}
     assert by_anchor["mach das Licht an"].negative_ids[0].startswith("lights_off")  # the confusable intent
 

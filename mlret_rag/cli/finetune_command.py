@@ -1,44 +1,117 @@
-"""``mlret finetune``: a thin call into :func:`mlret_rag.finetune.finetune`."""
+"""``mlret finetune``: a thin call into :func:`mlret_rag.finetune.finetune`, with every option it has."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from . import app
 from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
 
+_TRAINING = "Training"
+_SAMPLING = "Negatives and batches"
+_DEV = "Schedule chosen on dev data"
+
 
 @app.command("finetune")
 @one_line_errors
 def finetune_command(
-    kb: Annotated[Path, typer.Option("--kb", help="Labelled knowledge base: .jsonl or .csv file.")],
-    queries: Annotated[Path, typer.Option("--queries", help="Labelled training queries in any language.")],
+    kb: Annotated[Path, typer.Option("--kb", help="Knowledge base (.jsonl/.csv): labelled intents, or passages.")],
+    queries: Annotated[Path, typer.Option(
+        "--queries", help="Training queries in any language, with a label or relevant_ids (passage KBs).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the fine-tuned model to.")],
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
-    negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.")] = "weighted",
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the training queries.")] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Anchors per training batch.")] = 32,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.")] = 0,
+    negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.",
+                                           rich_help_panel=_SAMPLING)] = "weighted",
+    negatives_per_anchor: Annotated[int | None, typer.Option(
+        "--negatives-per-anchor", help="Explicit negatives per anchor [default: 3; 1 for passage KBs].",
+        rich_help_panel=_SAMPLING)] = None,
+    temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature of weighted sampling.",
+                                               rich_help_panel=_SAMPLING)] = 0.05,
+    similarity: Annotated[str, typer.Option("--similarity", help="Weighted sampling by: centroid | confusion | anchor.",
+                                            rich_help_panel=_SAMPLING)] = "centroid",
+    one_language_per_batch: Annotated[bool, typer.Option(
+        "--one-language-per-batch", help="Build each batch from one anchor language.", rich_help_panel=_SAMPLING)] = False,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="Passage KBs: metadata key (e.g. a document id) whose passages are never each other's negatives.",
+        rich_help_panel=_SAMPLING)] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Most passes over the training queries.",
+                                        rich_help_panel=_TRAINING)] = 5,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.",
+                                                 rich_help_panel=_TRAINING)] = 5e-5,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of planned steps spent warming up.",
+                                                rich_help_panel=_TRAINING)] = 0.1,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Anchors per step [default: 32; 8 for passage KBs].", rich_help_panel=_TRAINING)] = None,
+    max_seq_length: Annotated[int, typer.Option("--max-seq-length", help="Token cap for training texts.",
+                                                rich_help_panel=_TRAINING)] = 256,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps in all.",
+                                                  rich_help_panel=_TRAINING)] = None,
+    max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Time budget for training, in seconds.",
+                                                      rich_help_panel=_TRAINING)] = None,
+    freeze_embeddings: Annotated[bool, typer.Option(
+        "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed (less memory).",
+        rich_help_panel=_TRAINING)] = True,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.", rich_help_panel=_TRAINING)] = 0,
+    dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
+                                             rich_help_panel=_DEV)] = None,
+    dev_share: Annotated[float | None, typer.Option(
+        "--dev-share", help="Share of training queries held out as dev; 0 = none [default: 0.15 when that gives "
+        ">= 20 queries].", rich_help_panel=_DEV)] = None,
+    patience: Annotated[int, typer.Option("--patience", help="Epochs without a better dev score before stopping.",
+                                          rich_help_panel=_DEV)] = 2,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
-    """Fine-tune the encoder so questions in any language retrieve the KB's entries (weighted negatives)."""
+    """Fine-tune the encoder on your KB so questions in any language retrieve its entries; the epoch kept is chosen on dev data."""
     from ..finetune import finetune
     from ..kb import load_kb, load_queries
 
-    kb_records = load_kb(kb)  # both files validated before a model is loaded
+    kb_records = load_kb(kb)  # every file validated before a model is loaded
     query_records = load_queries(queries)
+    dev_records = None if dev is None else load_queries(dev)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    result = finetune(kb_records, query_records, out=out, model=model, negatives=negatives, epochs=epochs,
-                      batch_size=batch_size, seed=seed, overwrite=overwrite, show_progress_bar=not quiet)
-    s = result.stats
-    typer.echo(
-        f"fine-tuned on {s['examples']} anchors ({s['labels']} labels, {s['index_records']} KB records; "
-        f"{s.get('queries_label_not_in_kb', 0)} queries with a label not in the KB and "
-        f"{s.get('queries_without_label', 0)} without a label skipped) in {result.seconds:.0f} s; "
-        f"saved to {result.out}"
+    result = finetune(
+        kb_records, query_records, out=out, model=model, negatives=negatives,
+        negatives_per_anchor=negatives_per_anchor, temperature=temperature, similarity=similarity,
+        one_language_per_batch=one_language_per_batch, group_by=group_by, epochs=epochs,
+        learning_rate=learning_rate, warmup_ratio=warmup_ratio, batch_size=batch_size,
+        max_seq_length=max_seq_length, max_steps=max_steps, max_seconds=max_seconds,
+        freeze_embeddings=freeze_embeddings, seed=seed, dev_queries=dev_records, dev_share=dev_share,
+        patience=patience, overwrite=overwrite, show_progress_bar=not quiet,
     )
+    typer.echo(summary_lines(result))
+
+
+def summary_lines(result: Any) -> str:
+    """What ``mlret finetune`` prints: data used and skipped, the dev curve, the chosen epoch, the language guard."""
+    s, sel = result.stats, result.selection
+    if s.get("relevance", "").startswith("relevant_ids"):
+        skipped = (f"{s['queries_without_relevant_ids']} queries without relevant_ids and "
+                   f"{s['queries_no_relevant_id_in_kb']} whose relevant_ids are all missing skipped; "
+                   f"{s['relevant_ids_not_in_kb']} relevant_ids entries not in the KB")
+        what = f"{s['index_records']} passages"
+    else:
+        skipped = (f"{s.get('queries_label_not_in_kb', 0)} queries with a label not in the KB and "
+                   f"{s.get('queries_without_label', 0)} without a label skipped")
+        what = f"{s['labels']} labels, {s['index_records']} KB records"
+    lines = [f"fine-tuned on {s['examples']} anchors ({what}; {skipped}) in {result.seconds:.0f} s; "
+             f"saved to {result.out}"]
+    if sel.get("curve"):
+        lines.append(f"chosen on {sel['on']}; metric: {sel['metric']}")
+        lines.append("dev curve: " + ", ".join(
+            f"{'base' if p['epoch'] == 0 else 'epoch ' + str(p['epoch'])} {p['dev_score']:.4f}" for p in sel["curve"]))
+        chosen = "the base weights (no epoch beat them)" if sel["chosen_epoch"] == 0 else f"epoch {sel['chosen_epoch']}"
+        lines.append(f"kept {chosen}: dev {sel['chosen_dev_score']:.4f} vs base {sel['base_dev_score']:.4f}; "
+                     f"stopped: {sel['stopped']}")
+        if sel["guard"]:
+            lines.append("WARNING: dev languages losing more than 2 MRR points against the base model: " + ", ".join(
+                f"{g['lang']} {g['delta']:+.3f} ({g['n_queries']} queries)" for g in sel["guard"]))
+        else:
+            lines.append("language guard: no dev language loses more than 2 MRR points against the base model")
+    else:
+        lines.append(f"no dev selection: {sel.get('note', '')}")
+    return "\n".join(lines)

@@ -37,6 +37,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += [f"## {title}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in section.items()]
         lines.append("")
+    lines += _selection_lines(card.get("selection") or {})
     evaluation = card.get("evaluation")
     if evaluation:
         lines += ["## Evaluation", "", "| model | language | n | MRR | hit@1 | hit@3 | hit@10 | nDCG@10 |",
@@ -51,6 +52,27 @@ def render_markdown(card: dict[str, Any]) -> str:
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def _selection_lines(selection: dict[str, Any]) -> list[str]:
+    """The dev curve, the chosen epoch and the per-language guard, or why there was no dev selection."""
+    if not selection.get("curve"):
+        return ["## Schedule", "", selection.get("note") or "no dev selection", ""]
+    lines = ["## Schedule chosen on dev data", "", f"Chosen on {selection['on']}; metric: {selection['metric']}.",
+             f"Kept epoch {selection['chosen_epoch']} (0 = the base weights); stopped: {selection['stopped']}.", "",
+             "| epoch | step | dev score |", "|---:|---:|---:|"]
+    lines += [f"| {p['epoch']} | {p['step']} | {p['dev_score']:.4f} |" for p in selection["curve"]]
+    lines.append("")
+    guard = selection.get("guard") or []
+    if guard:
+        lines += ["**Languages losing more than 2 MRR points on dev against the base model:**", "",
+                  "| language | dev queries | base | tuned | delta |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {g['lang']} | {g['n_queries']} | {g['base_mrr']:.4f} | {g['tuned_mrr']:.4f} | {g['delta']:+.4f} |"
+                  for g in guard]
+    else:
+        lines.append("No dev language loses more than 2 MRR points against the base model.")
+    lines.append("")
+    return lines
 
 
 def _fmt(value: Any) -> str:

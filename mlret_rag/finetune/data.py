@@ -1,8 +1,15 @@
 """From knowledge-base records and (optional) training queries to anchors, an index and label ids.
 
-Queries whose label is missing or absent from the index are counted and reported, never silently
-dropped; with no queries the knowledge base is split (:func:`.split.split_kb`) and its training part
-becomes the anchors, optionally rendered into other languages by a translator (:mod:`.translate`).
+Three paths:
+
+* **intent/FAQ KB, labelled queries**: the label is the relevance; queries whose label is missing or
+  absent from the index are counted and reported, never silently dropped.
+* **passage KB, queries with ``relevant_ids``** (any query carrying them selects this path): positives are
+  the listed passages; the label's role is taken by the passage itself, or by a grouping (``group_by``,
+  a metadata key such as a document id) so that passages of one group are never each other's negatives.
+  Listed ids missing from the KB are counted and reported; a query with none left is skipped.
+* **no queries**: the knowledge base is split (:func:`.split.split_kb`) and its training part becomes the
+  anchors, optionally rendered into other languages by a translator (:mod:`.translate`).
 """
 
 from __future__ import annotations
@@ -31,23 +38,32 @@ class TrainingData:
     labels: list[str]
     anchors: list[Anchor]
     stats: dict[str, Any] = field(default_factory=dict)
+    passages: bool = False  # True: relevance comes from relevant_ids, labels are passages or groups
 
 
 def prepare_training_data(
     kb: Sequence[KBRecord], queries: Sequence[QueryRecord] | None = None, *, train_ratio: float = 0.3,
     seed: int = 0, translator: Translator | None = None, translate_to: Sequence[str] = (),
+    group_by: str | None = None,
 ) -> TrainingData:
-    """Anchors and index for fine-tuning; see the module docstring for the two paths.
+    """Anchors and index for fine-tuning; see the module docstring for the three paths.
 
     Raises:
-        KnowledgeBaseError: the KB has no labelled record, the queries are empty, or no usable anchor is left.
+        KnowledgeBaseError: the KB has no labelled record (and the queries no ``relevant_ids``), the queries
+            are empty, ``group_by`` is missing from a record, or no usable anchor is left.
     """
     kb = list(kb)
     if not kb:
         raise KnowledgeBaseError("the knowledge base is empty")
+    if queries is not None and any(q.relevant_ids is not None for q in queries):
+        return _passage_data(kb, list(queries), group_by)
+    if group_by is not None:
+        raise ValueError("group_by applies to passage knowledge bases (training queries with relevant_ids)")
     if not any(r.label is not None for r in kb):
         raise KnowledgeBaseError(
-            "the knowledge base has no labels: fine-tuning needs a \"label\" on each record it trains on"
+            "the knowledge base has no labels: an intent/FAQ knowledge base needs a \"label\" on each record "
+            "it trains on; for a passage knowledge base give each training query \"relevant_ids\" (the ids "
+            "of the passages that answer it)"
         )
     stats: dict[str, Any] = {"kb_records": len(kb)}
     if queries is not None:
@@ -93,3 +109,54 @@ def prepare_training_data(
     stats.update(index_records=len(index), labels=len(labels), anchors=len(anchors),
                  anchors_per_language=dict(Counter(a.lang or "unknown" for a in anchors).most_common()))
     return TrainingData(index, index_label_ids, labels, anchors, stats)
+
+
+def _passage_data(kb: list[KBRecord], queries: list[QueryRecord], group_by: str | None) -> TrainingData:
+    """The passage path: each anchor lists the index positions of its relevant passages."""
+    if not queries:
+        raise KnowledgeBaseError("the training queries are empty")
+    if group_by is None:
+        keys = [r.id for r in kb]
+    else:
+        missing = [r.id for r in kb if group_by not in r.metadata]
+        if missing:
+            raise KnowledgeBaseError(f"group_by={group_by!r}: {len(missing)} KB records have no such metadata key "
+                                     f"(first: {missing[0]!r})")
+        keys = [str(r.metadata[group_by]) for r in kb]
+    labels = sorted(set(keys))
+    ids = {key: i for i, key in enumerate(labels)}
+    position = {r.id: i for i, r in enumerate(kb)}
+    anchors: list[Anchor] = []
+    no_relevant_ids = 0
+    unknown: Counter[str] = Counter()
+    none_found = 0
+    for q in queries:
+        if q.relevant_ids is None:
+            no_relevant_ids += 1
+            continue
+        found = tuple(dict.fromkeys(position[x] for x in q.relevant_ids if x in position))
+        unknown.update(x for x in q.relevant_ids if x not in position)
+        if not found:
+            none_found += 1
+            continue
+        anchors.append(Anchor(q.text, ids[keys[found[0]]], q.lang, q.source_id, relevant=found))
+    if no_relevant_ids or unknown:
+        logger.warning(
+            "%d training queries skipped (%d without relevant_ids, %d whose relevant_ids are all missing from the "
+            "knowledge base); %d relevant_ids entries not in the knowledge base %s",
+            no_relevant_ids + none_found, no_relevant_ids, none_found, sum(unknown.values()), sorted(unknown)[:10],
+        )
+    if not anchors:
+        raise KnowledgeBaseError(
+            "no usable training anchor: no query lists a relevant_ids entry that is in the knowledge base"
+        )
+    index_label_ids = [ids[key] for key in keys]
+    stats: dict[str, Any] = {
+        "kb_records": len(kb), "training_queries": len(queries), "relevance": "relevant_ids (passages)",
+        "group_by": group_by, "queries_without_relevant_ids": no_relevant_ids,
+        "queries_no_relevant_id_in_kb": none_found, "relevant_ids_not_in_kb": sum(unknown.values()),
+        "unknown_relevant_ids": sorted(unknown)[:20],
+        "index_records": len(kb), "labels": len(labels), "anchors": len(anchors),
+        "anchors_per_language": dict(Counter(a.lang or "unknown" for a in anchors).most_common()),
+    }
+    return TrainingData(kb, index_label_ids, labels, anchors, stats, passages=True)

@@ -10,13 +10,16 @@ No strategy ever returns an index record with the anchor's label, so no negative
   anchor label, :mod:`.label_similarity`) or per anchor (``similarity_row`` given to
   :meth:`NegativeSampler.sample`, e.g. the anchor's cosine to every label centroid).
 * ``hard``: the other-label index records most similar to the anchor under the current model
-  (:func:`mine_hard_negatives`).
+  (:func:`mine_hard_negatives`), with false-negative filtering for passage KBs: candidates scoring above
+  ``false_negative_share`` of the anchor's best relevant passage are dropped (seed paper B).
+
+``exclude`` (a passage anchor's relevant passages) is never returned by any strategy.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -94,20 +97,25 @@ class NegativeSampler:
 
     def sample(
         self, anchor_label: int, k: int, rng: np.random.Generator, *, ranked: Sequence[int] | None = None,
-        similarity_row: np.ndarray | None = None,
+        similarity_row: np.ndarray | None = None, exclude: Collection[int] = (),
     ) -> list[int]:
         """``k`` negatives (index positions) for an anchor.
 
         ``ranked`` is the anchor's mined order (``hard``); ``similarity_row`` (one value per label) replaces the
-        anchor label's row of the similarity matrix for this anchor (per-anchor ``weighted`` sampling).
+        anchor label's row of the similarity matrix for this anchor (per-anchor ``weighted`` sampling);
+        ``exclude`` lists positions that must never be drawn (the anchor's relevant passages).
         """
         pool = self.other_label_pool(anchor_label)
+        banned = set(exclude)
+        if banned:
+            pool = pool[~np.isin(pool, list(banned))]
         if len(pool) == 0:
             raise ValueError("no index record has another label, so no negative can be drawn")
         if self.strategy == "hard":
             if ranked is None:
                 raise ValueError("hard negatives need the anchor's ranked index positions (mine_hard_negatives)")
-            picked = [int(i) for i in ranked if self.labels[i] != anchor_label and self.labels[i] >= 0][:k]
+            picked = [int(i) for i in ranked
+                      if self.labels[i] != anchor_label and self.labels[i] >= 0 and i not in banned][:k]
             while len(picked) < k:  # fewer candidates than k: top up uniformly
                 picked.append(int(rng.choice(pool)))
             return picked
@@ -125,8 +133,10 @@ class NegativeSampler:
             for _attempt in range(8):  # prefer distinct records when the label has more than one
                 label = int(rng.choice(self.n_labels, p=probs))
                 cand = int(rng.choice(self.by_label[label]))
-                if cand not in picked:
+                if cand not in picked and cand not in banned:
                     break
+            if cand in banned:  # eight draws hit excluded passages: fall back to a uniform one
+                cand = int(rng.choice(pool))
             picked.append(cand)
         return picked
 
@@ -134,15 +144,29 @@ class NegativeSampler:
 def mine_hard_negatives(
     anchor_vectors: np.ndarray, index_vectors: np.ndarray, anchor_label_ids: Sequence[int],
     index_label_ids: Sequence[int], k: int, *, chunk: int = 1024,
+    relevant: Sequence[Sequence[int] | None] | None = None, false_negative_share: float = 0.95,
 ) -> list[list[int]]:
-    """For each anchor, the ``k`` most similar index positions whose label differs (vectors L2-normalised)."""
+    """For each anchor, the ``k`` most similar index positions whose label differs (vectors L2-normalised).
+
+    With ``relevant`` (per anchor, its relevant index positions, or ``None``), those positions are never
+    candidates, nor is any record scoring above ``false_negative_share`` times the anchor's best relevant
+    score: a passage that close to the answer is more likely unlabelled-relevant than a negative.
+    """
+    if not 0 < false_negative_share <= 1:
+        raise ValueError(f"false_negative_share must be in (0, 1], got {false_negative_share!r}")
     index_labels = np.asarray(index_label_ids)
     out: list[list[int]] = []
     k_eff = min(k, len(index_labels))
     for start in range(0, len(anchor_vectors), chunk):
         scores = anchor_vectors[start : start + chunk] @ index_vectors.T
         labels = np.asarray(anchor_label_ids[start : start + chunk])
-        scores[(index_labels[None, :] == labels[:, None]) | (index_labels[None, :] < 0)] = -np.inf
+        banned = (index_labels[None, :] == labels[:, None]) | (index_labels[None, :] < 0)
+        for row, rel in enumerate(relevant[start : start + chunk] if relevant is not None else ()):
+            if rel:
+                cols = list(rel)
+                banned[row] |= scores[row] > false_negative_share * scores[row, cols].max()
+                banned[row, cols] = True
+        scores[banned] = -np.inf
         top = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
         for row, cand in zip(scores, top):
             ordered = cand[np.argsort(-row[cand], kind="stable")]

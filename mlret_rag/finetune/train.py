@@ -10,24 +10,35 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._quiet import quiet_transformers
-from ..errors import MlretError
+from ..errors import KnowledgeBaseError, MlretError
 from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 from .card import CARD_FILE, write_card
 from .data import TrainingData, prepare_training_data
-from .examples import Example, build_examples
-from .label_similarity import SIMILARITIES, anchor_similarity, confusion_similarity, label_similarity
-from .negatives import STRATEGIES, NegativeSampler, mine_hard_negatives
+from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
+from .epochs import EpochExamples, descriptions_cover
+from .examples import Anchor, Example
+from .label_similarity import SIMILARITIES
+from .memory import check_training_memory
+from .negatives import STRATEGIES
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
+
+# Defaults measured on benchmarks/quality_ha.py (README, "Fine-tuning"): lr 5e-5 beat 2e-5, and the dev
+# curve peaks within 2-4 epochs; patience 2 rides out one noisy epoch.
+DEFAULT_EPOCHS = 5
+DEFAULT_LEARNING_RATE = 5e-5
+DEFAULT_PATIENCE = 2
+DEFAULT_MAX_SEQ_LENGTH = 256
 
 
 class OutputExistsError(MlretError, FileExistsError):
@@ -45,6 +56,7 @@ class FinetuneResult:
     seconds: float
     evaluation: dict[str, Any] | None = None
     examples: list[Example] = field(default_factory=list, repr=False)
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def finetune(
@@ -54,14 +66,15 @@ def finetune(
     out: str | os.PathLike[str],
     model: Any = None,
     negatives: str = "weighted",
-    negatives_per_anchor: int = 3,
+    negatives_per_anchor: int | None = None,
     temperature: float = 0.05,
     similarity: str = "centroid",
     hardness_mode: str | None = None,
     hardness_strength: float = 0.0,
-    epochs: int = 1,
-    batch_size: int = 32,
-    learning_rate: float = 2e-5,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int | None = None,
+    learning_rate: float = DEFAULT_LEARNING_RATE,
+    warmup_ratio: float = 0.1,
     seed: int = 0,
     freeze_embeddings: bool = True,
     one_language_per_batch: bool = False,
@@ -71,44 +84,77 @@ def finetune(
     label_descriptions: dict[str, str] | None = None,
     scale: float = 20.0,
     max_steps: int | None = None,
+    max_seconds: float | None = None,
+    dev_share: float | None = None,
+    dev_queries: Any = None,
+    patience: int = DEFAULT_PATIENCE,
+    group_by: str | None = None,
+    false_negative_share: float = 0.95,
+    max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
+    check_memory: bool = True,
     overwrite: bool = False,
     eval_queries: Any = None,
     show_progress_bar: bool = True,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``kb`` so questions in any language retrieve its entries; save it to ``out``.
 
+    The schedule is chosen on held-out data: a dev part of the training queries (:mod:`.dev`) is scored
+    after every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
+    without a better dev score (or at ``epochs``, ``max_steps`` or ``max_seconds``).
+
     Args:
-        kb: knowledge-base records (path, dataset, dicts or :class:`~mlret_rag.kb.KBRecord`), labelled.
-        queries: labelled training queries in any language; ``None`` splits the KB into index/training parts.
+        kb: knowledge-base records (path, dataset, dicts or :class:`~mlret_rag.kb.KBRecord`): labelled
+            (intent/FAQ), or passages when the training queries carry ``relevant_ids``.
+        queries: training queries in any language with a ``label`` or ``relevant_ids``; ``None`` splits a
+            labelled KB into index/training parts.
         out: folder to write (a normal sentence-transformers folder plus ``mlret_card.json``).
         model: ``None`` (bundled multilingual-e5-small), a model name or a folder.
-        negatives: ``"standard"``, ``"weighted"`` or ``"hard"`` (see :mod:`mlret_rag.finetune.negatives`).
-        negatives_per_anchor: explicit negatives per anchor (the paper's 1:3 ratio by default).
-        temperature: softmax temperature of the weighted sampler over label similarities.
+        negatives: ``"standard"``, ``"weighted"`` or ``"hard"`` (see :mod:`mlret_rag.finetune.negatives`);
+            sampled negatives are redrawn every epoch, hard ones re-mined with the current model.
+        negatives_per_anchor: explicit negatives per anchor (default: the paper's 3; 1 for passage KBs).
+        temperature: softmax temperature of the weighted sampler over label (or passage) similarities.
         similarity: what ``weighted`` sampling weighs by (:mod:`mlret_rag.finetune.label_similarity`):
-            ``"centroid"`` (label centroids or descriptions), ``"confusion"`` (the base model's label
-            confusions on the training anchors) or ``"anchor"`` (each anchor's cosine to label centroids).
+            ``"centroid"`` (label centroids or descriptions; passages: passage cosine), ``"confusion"`` (the
+            base model's label confusions on the training anchors) or ``"anchor"`` (per anchor).
         hardness_mode, hardness_strength: loss-side hardness weighting as in sentence-transformers'
             MultipleNegativesRankingLoss (:mod:`mlret_rag.finetune.loss`); off by default.
-        epochs, batch_size, learning_rate, seed: training settings; ``seed`` fixes every random choice.
+        epochs: most passes over the training anchors (dev selection usually stops earlier).
+        batch_size: anchors per step (default 32; 8 for passage KBs, whose texts are long).
+        learning_rate, warmup_ratio: peak learning rate, and the share of planned steps spent warming up
+            to it (then linear decay to 0 at the planned end).
+        seed: fixes every random choice (split, negatives per epoch, batches, dropout).
         freeze_embeddings: keep the word-embedding matrix fixed (less memory, faster, protects unseen languages).
         one_language_per_batch: build each batch from one anchor language.
         train_ratio: share of labelled KB rows used as anchors when ``queries`` is ``None``.
         translator, translate_to: render training rows into these languages (``queries`` is ``None`` only).
         label_descriptions: label -> description; used for label similarity when every label has one.
         scale: inverse temperature of the InfoNCE softmax.
-        max_steps: stop after this many optimiser steps (overrides ``epochs``; for quick runs).
+        max_steps: stop after this many optimiser steps in all.
+        max_seconds: time budget for training; the epoch running when it is spent ends early.
+        dev_share: share of the training anchors held out as dev. ``None`` (default): 15 % when that
+            gives at least 20 queries, else no dev split (the last epoch is kept, and the card says so);
+            ``0``: no dev split; a number that gives fewer than 20 dev queries is an error.
+        dev_queries: your own dev queries (path, records or dicts) instead of a split.
+        patience: epochs without a better dev score before training stops.
+        group_by: passage KBs: a metadata key (e.g. a document id) whose records are never each other's negatives.
+        false_negative_share: ``hard`` negatives on passage KBs: drop candidates scoring above this share
+            of the anchor's best relevant passage.
+        max_seq_length: token cap for training texts (inference keeps the model's own window).
+        check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         overwrite: replace a non-empty ``out`` folder.
         eval_queries: held-out queries; base and tuned models are evaluated and the figures go in the card.
-        show_progress_bar: show training progress.
+        show_progress_bar: show training progress and one line per epoch.
 
     Raises:
         OutputExistsError: ``out`` is a non-empty folder and ``overwrite`` is false.
-        KnowledgeBaseError: unlabelled KB, empty queries, or nothing usable to train on.
+        KnowledgeBaseError: unlabelled KB without ``relevant_ids``, empty queries, a dev split too small,
+            or nothing usable to train on.
+        TrainingMemoryError: the estimated peak memory exceeds the available memory (``check_memory``).
         ValueError: an invalid option (the message names it).
     """
     started = time.perf_counter()
     _check_options(negatives, negatives_per_anchor, temperature, epochs, batch_size, learning_rate, max_steps)
+    _check_schedule(warmup_ratio, max_seconds, dev_share, patience, false_negative_share, max_seq_length)
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
     from .loss import HARDNESS_MODES
@@ -122,8 +168,14 @@ def finetune(
     kb_records = as_kb_records(kb)
     query_records = None if queries is None else as_query_records(queries)
     data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
-                                 translator=translator, translate_to=translate_to)
+                                 translator=translator, translate_to=translate_to, group_by=group_by)
     eval_records = None if eval_queries is None else as_query_records(eval_queries)
+    user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
+    data, dev, selection = _hold_out_dev(data, dev_share, user_dev, seed)
+    k = negatives_per_anchor if negatives_per_anchor is not None else (1 if data.passages else 3)
+    batch = batch_size if batch_size is not None else (8 if data.passages else 32)
+    if similarity != "centroid" and data.passages:
+        raise ValueError(f"similarity={similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
 
     import transformers
 
@@ -133,38 +185,46 @@ def finetune(
     np.random.seed(seed)
     transformers.set_seed(seed)
     encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
+    if check_memory:
+        check_training_memory(encoder, data, batch_size=batch, negatives_per_anchor=k,
+                              max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings)
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
 
-    examples = _examples(encoder, data, negatives, negatives_per_anchor, temperature, seed, label_descriptions,
-                         similarity)
     config = {
-        "negatives": negatives, "negatives_per_anchor": negatives_per_anchor, "temperature": temperature,
-        "label_similarity": _similarity_name(similarity, label_descriptions, data.labels),
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-        "freeze_embeddings": freeze_embeddings, "one_language_per_batch": one_language_per_batch,
+        "negatives": negatives, "negatives_per_anchor": k, "temperature": temperature,
+        "label_similarity": _similarity_name(similarity, label_descriptions, data.labels, data.passages),
+        "negatives_redrawn": "every epoch" if negatives != "hard" else "re-mined with the current model every epoch",
+        "false_negative_share": false_negative_share if data.passages and negatives == "hard" else None,
+        "epochs": epochs, "patience": patience, "batch_size": batch, "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio, "schedule": "linear warmup, then linear decay to 0 over the planned steps",
+        "seed": seed, "freeze_embeddings": freeze_embeddings, "one_language_per_batch": one_language_per_batch,
         "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
-        "scale": scale, "max_steps": max_steps,
+        "scale": scale, "max_steps": max_steps, "max_seconds": max_seconds, "max_seq_length": max_seq_length,
         "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
     }
-    stats = dict(data.stats, examples=len(examples),
-                 anchors_without_positive=len(data.anchors) - len(examples))
-    train_loss = _train(encoder, examples, config, show_progress_bar)
+    sampling = EpochExamples(data, negatives, k, temperature, seed, label_descriptions, similarity, false_negative_share)
+    run = _train(encoder, sampling, dev, config, show_progress_bar)
+    examples = run.first_examples
+    stats = dict(data.stats, examples=len(examples), anchors_without_positive=len(data.anchors) - len(examples))
+    selection.update(run.selection)
 
     transformers.set_seed(seed)
     if eval_records is not None:
-        evaluation["tuned"] = _evaluate(encoder, kb_records, eval_records)  # the trained weights, in memory
+        evaluation["tuned"] = _evaluate(encoder, kb_records, eval_records)  # the kept weights, in memory
     card = {
         "base_model": encoder.model_name, "prompts": encoder.prompts, "data": stats,
-        "sampling": {k: config[k] for k in _SAMPLING_KEYS},
-        "training": {k: v for k, v in config.items() if k not in _SAMPLING_KEYS}
-        | {"train_loss": train_loss, "seconds": round(time.perf_counter() - started, 1)},
+        "sampling": {key: config[key] for key in _SAMPLING_KEYS},
+        "training": {key: v for key, v in config.items() if key not in _SAMPLING_KEYS}
+        | {"train_loss": run.train_loss, "steps": run.steps, "seconds": round(time.perf_counter() - started, 1)},
+        "selection": selection,
         "evaluation": evaluation or None,
     }
     _save(encoder, out, card)
-    return FinetuneResult(out=out, stats=stats, config=config, train_loss=train_loss,
-                          seconds=time.perf_counter() - started, evaluation=evaluation or None, examples=examples)
+    return FinetuneResult(out=out, stats=stats, config=config, train_loss=run.train_loss,
+                          seconds=time.perf_counter() - started, evaluation=evaluation or None,
+                          examples=examples, selection=selection)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -175,6 +235,8 @@ def _check_options(negatives, k, temperature, epochs, batch_size, learning_rate,
     if negatives not in STRATEGIES:
         raise ValueError(f"negatives must be one of {', '.join(STRATEGIES)}; got {negatives!r}")
     for name, value, low in (("negatives_per_anchor", k, 0), ("epochs", epochs, 1), ("batch_size", batch_size, 2)):
+        if value is None and name != "epochs":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
@@ -185,54 +247,77 @@ def _check_options(negatives, k, temperature, epochs, batch_size, learning_rate,
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
 
 
-def _descriptions_cover(descriptions: dict[str, str] | None, labels: list[str]) -> bool:
-    return bool(descriptions) and all(label in descriptions for label in labels)  # type: ignore[operator]
+def _check_schedule(warmup_ratio, max_seconds, dev_share, patience, false_negative_share, max_seq_length) -> None:
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not number(warmup_ratio) or not 0 <= warmup_ratio < 1:
+        raise ValueError(f"warmup_ratio must be a number in [0, 1), got {warmup_ratio!r}")
+    if max_seconds is not None and (not number(max_seconds) or not max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
+    if dev_share is not None and (not number(dev_share) or not 0 <= dev_share < 1):
+        raise ValueError(f"dev_share must be None (auto), 0 (no dev split) or a number below 1, got {dev_share!r}")
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
+    if not number(false_negative_share) or not 0 < false_negative_share <= 1:
+        raise ValueError(f"false_negative_share must be a number in (0, 1], got {false_negative_share!r}")
+    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)
+                                       or max_seq_length < 8):
+        raise ValueError(f"max_seq_length must be an integer >= 8 or None, got {max_seq_length!r}")
 
 
-def _similarity_name(similarity: str, descriptions: dict[str, str] | None, labels: list[str]) -> str:
+@dataclass
+class _Dev:
+    """Dev queries and the index they are scored against, and how they were obtained."""
+
+    queries: list[QueryRecord]
+    index: list[KBRecord]
+
+
+def _anchor_query(data: TrainingData, anchor: Anchor) -> QueryRecord:
+    if anchor.relevant is not None:
+        return QueryRecord(anchor.text, lang=anchor.lang, source_id=anchor.source_id,
+                           relevant_ids=tuple(data.index[i].id for i in anchor.relevant))
+    return QueryRecord(anchor.text, data.labels[anchor.label_id], anchor.lang, source_id=anchor.source_id)
+
+
+def _hold_out_dev(data: TrainingData, dev_share: float | None, user_dev: list[QueryRecord] | None,
+                  seed: int) -> tuple[TrainingData, _Dev | None, dict[str, Any]]:
+    """Split the dev part off the anchors (or take the user's); returns the remaining data, dev and its description."""
+    metric = "macro mean over dev languages of MRR"
+    if user_dev is not None:
+        return data, _Dev(user_dev, data.index), {"on": f"your dev queries ({len(user_dev)})", "metric": metric}
+    if dev_share == 0:
+        return data, None, {"on": None, "note": "no dev split (dev_share=0): the last epoch's weights are kept"}
+    share = DEFAULT_DEV_SHARE if dev_share is None else dev_share
+    try:
+        split = split_dev([_anchor_query(data, a) for a in data.anchors], share=share, seed=seed)
+    except KnowledgeBaseError as exc:
+        if dev_share is not None:
+            raise
+        logger.warning("no dev split: %s; training runs every epoch and keeps the last", exc)
+        return data, None, {"on": None, "note": f"no dev split ({len(data.anchors)} training anchors are too few); "
+                                                 "the last epoch's weights are kept"}
+    held = set(split.dev_rows)
+    anchors = [a for i, a in enumerate(data.anchors) if i not in held]
+    stats = dict(data.stats, anchors=len(anchors), dev_queries=len(split.dev),
+                 anchors_per_language=dict(Counter(a.lang or "unknown" for a in anchors).most_common()))
+    on = (f"dev split: {len(split.dev)} of {len(data.anchors)} training queries ({share:.0%}, seed {seed}, grouped "
+          "by source_id, stratified by relevance target and language)")
+    return replace(data, anchors=anchors, stats=stats), _Dev(split.dev, data.index), {"on": on, "metric": metric}
+
+
+def _similarity_name(similarity: str, descriptions: dict[str, str] | None, labels: list[str],
+                     passages: bool = False) -> str:
+    if passages:
+        return "cosine between passages (or group centroids) under the base model, document prompt"
     if similarity == "confusion":
         return "confusion: reciprocal-rank label confusions of the training anchors (base model), row-max scaled"
     if similarity == "anchor":
         return "per anchor: cosine between the anchor and each label centroid (base model)"
-    if _descriptions_cover(descriptions, labels):
+    if descriptions_cover(descriptions, labels):
         return "label descriptions"
     return "cosine between label centroids (base model, document prompt)"
-
-
-def _examples(encoder, data: TrainingData, strategy: str, k: int, temperature: float, seed: int,
-              descriptions: dict[str, str] | None, source: str = "centroid") -> list[Example]:
-    """Label similarity / mined rankings under the base model, then the sampled examples."""
-    similarity, ranked, per_anchor = None, None, None
-    if strategy == "weighted" and source in ("confusion", "anchor"):
-        anchor_vecs = encoder.encode_queries([a.text for a in data.anchors])
-        index_vecs = encoder.encode_documents([r.text for r in data.index])
-        n = len(data.labels)
-        similarity = confusion_similarity(anchor_vecs, [a.label_id for a in data.anchors], index_vecs,
-                                          data.index_label_ids, n)
-        if source == "anchor":
-            per_anchor = anchor_similarity(anchor_vecs, index_vecs, data.index_label_ids, n)
-    elif strategy == "weighted":
-        labelled = [i for i, lab in enumerate(data.index_label_ids) if lab >= 0]
-        desc = ({i: descriptions[label] for i, label in enumerate(data.labels)}  # type: ignore[index]
-                if _descriptions_cover(descriptions, data.labels) else None)
-        similarity = label_similarity(encoder, [data.index[i].text for i in labelled],
-                                      [data.index_label_ids[i] for i in labelled], len(data.labels),
-                                      descriptions=desc)
-    elif strategy == "hard":
-        anchor_vecs = encoder.encode_queries([a.text for a in data.anchors])
-        index_vecs = encoder.encode_documents([r.text for r in data.index])
-        # a few spare candidates so the anchor's own source record can never crowd out a real negative
-        ranked = mine_hard_negatives(anchor_vecs, index_vecs, [a.label_id for a in data.anchors],
-                                     data.index_label_ids, k + 2)
-    sampler = NegativeSampler(data.index_label_ids, len(data.labels), strategy=strategy, similarity=similarity,
-                              temperature=temperature)
-    examples, _ = build_examples(data.anchors, data.index, data.index_label_ids, sampler,
-                                 negatives_per_anchor=k, seed=seed, ranked=ranked, anchor_similarity=per_anchor)
-    if not examples:
-        from ..errors import KnowledgeBaseError
-
-        raise KnowledgeBaseError("no training example: no anchor has a same-label index record other than its source")
-    return examples
 
 
 def _dataset(examples: list[Example]):
@@ -248,8 +333,98 @@ def _dataset(examples: list[Example]):
     return Dataset.from_dict(columns)
 
 
-def _train(encoder, examples: list[Example], config: dict[str, Any], show_progress_bar: bool) -> float | None:
+@dataclass
+class _Run:
+    """What the epoch loop did: mean loss, steps, the first epoch's examples and the dev selection."""
+
+    train_loss: float | None
+    steps: int
+    first_examples: list[Example]
+    selection: dict[str, Any]
+
+
+def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str, Any], show_progress_bar: bool) -> _Run:
+    """Train epoch by epoch (fresh negatives each), score dev after each, keep the best weights, stop on patience."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    st = encoder.sentence_transformer
+    if config["freeze_embeddings"]:
+        inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
+        if inner is None or not hasattr(inner, "get_input_embeddings"):
+            raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
+        inner.get_input_embeddings().weight.requires_grad_(False)
+    trainable = [p for p in st.parameters() if p.requires_grad]
+    first = sampling.examples(encoder, 0)
+    per_epoch = _steps_per_epoch([e.lang for e in first], config["batch_size"], config["one_language_per_batch"])
+    planned = config["max_steps"] or config["epochs"] * per_epoch  # max_steps overrides epochs
+    epochs = -(-planned // per_epoch)
+    optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config["warmup_ratio"] * planned), planned)
+    deadline = None if config["max_seconds"] is None else time.perf_counter() + config["max_seconds"]
+    window = st.max_seq_length
+    curve: list[dict[str, Any]] = []
+    base_report = best_report = None
+    best_score, best_epoch, best_weights, stale, stopped = -1.0, 0, None, 0, "epochs"
+    if dev is not None:
+        base_report = best_report = _evaluate(encoder, dev.index, dev.queries)
+        best_score, best_weights = dev_score(base_report), _snapshot(trainable)
+        curve.append(_point(0, 0, base_report))
+        _say(show_progress_bar, f"dev before training: {best_score:.4f} ({len(dev.queries)} queries)")
+    losses: list[tuple[float, int]] = []
+    steps = 0
+    for epoch in range(epochs):
+        examples = first if epoch == 0 else sampling.examples(encoder, epoch)
+        todo = min(per_epoch, planned - steps)
+        with _training_window(st, config["max_seq_length"]):
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline,
+                                      show_progress_bar)
+        st.eval()
+        steps += output.global_step
+        if output.training_loss is not None:
+            losses.append((float(output.training_loss), output.global_step))
+        line = f"epoch {epoch + 1}/{epochs}: {output.global_step} steps"
+        if dev is not None:
+            report = _evaluate(encoder, dev.index, dev.queries)
+            score = dev_score(report)
+            curve.append(_point(epoch + 1, steps, report))
+            if score > best_score + 1e-9:
+                best_score, best_epoch, best_report, stale = score, epoch + 1, report, 0
+                best_weights = _snapshot(trainable)
+                line += f", dev {score:.4f} (best)"
+            else:
+                stale += 1
+                line += f", dev {score:.4f} (best {best_score:.4f} at epoch {best_epoch})"
+        _say(show_progress_bar, line)
+        if dev is not None and stale >= config["patience"] and epoch + 1 < epochs:
+            stopped = f"patience: {stale} epochs without a better dev score"
+            break
+        if deadline is not None and time.perf_counter() >= deadline:
+            stopped = f"time budget of {config['max_seconds']} s spent"
+            break
+        if steps >= planned:
+            stopped = "max_steps reached" if config["max_steps"] else "epochs"
+            break
+    assert st.max_seq_length == window
+    selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps}
+    if dev is not None:
+        _restore(best_weights, trainable)
+        selection.update(
+            chosen_epoch=best_epoch, chosen_dev_score=round(best_score, 6), base_dev_score=curve[0]["dev_score"],
+            curve=curve, dev_languages={lang: m["n_queries"] for lang, m in base_report["per_language"].items()},
+            guard=language_guard(base_report, best_report),
+        )
+        if best_epoch == 0:
+            logger.warning("no epoch beat the base model on the dev queries; the base weights are kept")
+    loss = sum(v * n for v, n in losses) / sum(n for _, n in losses) if losses else None
+    return _Run(train_loss=loss, steps=steps, first_examples=first, selection=selection)
+
+
+def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch: int, steps: int, optimizer,
+                     scheduler, deadline: float | None, show_progress_bar: bool):
+    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
 
     from .loss import LabelMaskedMNRLoss
     from .sampler import language_batch_sampler
@@ -258,19 +433,18 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
         def add_model_card_callback(self, default_args_dict: dict) -> None:
             """We write our own card; skip sentence-transformers' card bookkeeping (it embeds widget examples)."""
 
-    st = encoder.sentence_transformer
-    if config["freeze_embeddings"]:
-        inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
-        if inner is None or not hasattr(inner, "get_input_embeddings"):
-            raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
-        inner.get_input_embeddings().weight.requires_grad_(False)
+    class _Deadline(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if deadline is not None and time.perf_counter() >= deadline:
+                control.should_training_stop = True
+
     dataset = _dataset(examples)
-    prompts = training_prompts(encoder.prompts, dataset.column_names)
+    prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
-            output_dir=tmp, num_train_epochs=config["epochs"], max_steps=config["max_steps"] or -1,
+            output_dir=tmp, num_train_epochs=1, max_steps=steps,
             per_device_train_batch_size=config["batch_size"], learning_rate=config["learning_rate"],
-            warmup_steps=0.1, seed=config["seed"], data_seed=config["seed"], save_strategy="no",
+            seed=config["seed"] + epoch, data_seed=config["seed"] + epoch, save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             batch_sampler=language_batch_sampler([e.lang for e in examples],
@@ -278,7 +452,7 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
         )
         with quiet_transformers():
             trainer = _NoCardTrainer(
-                model=st, args=args, train_dataset=dataset,
+                model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config["scale"], hardness_mode=config["hardness_mode"],
                                         hardness_strength=config["hardness_strength"]),
             )
@@ -287,9 +461,49 @@ def _train(encoder, examples: list[Example], config: dict[str, Any], show_progre
 
             trainer.remove_callback(PrinterCallback)
         with _transformers_errors_only():
-            output = trainer.train()
-    st.eval()
-    return float(output.training_loss) if output.training_loss is not None else None
+            return trainer.train()
+
+
+def _steps_per_epoch(languages: list[str | None], batch_size: int, one_language_per_batch: bool) -> int:
+    if not one_language_per_batch:
+        return -(-len(languages) // batch_size)
+    return sum(-(-n // batch_size) for n in Counter(languages).values())
+
+
+def _point(epoch: int, step: int, report: dict[str, Any]) -> dict[str, Any]:
+    return {"epoch": epoch, "step": step, "dev_score": round(dev_score(report), 6),
+            "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()}}
+
+
+def _snapshot(trainable: list) -> list:
+    return [p.detach().clone() for p in trainable]
+
+
+def _restore(weights: list | None, trainable: list) -> None:
+    import torch
+
+    if weights is None:
+        return
+    with torch.no_grad():
+        for p, w in zip(trainable, weights):
+            p.copy_(w)
+
+
+@contextlib.contextmanager
+def _training_window(st, max_seq_length: int | None) -> Iterator[None]:
+    """Cap training texts at ``max_seq_length`` tokens; evaluation and the saved model keep the full window."""
+    window = st.max_seq_length
+    if max_seq_length is not None and (window is None or max_seq_length < window):
+        st.max_seq_length = max_seq_length
+    try:
+        yield
+    finally:
+        st.max_seq_length = window
+
+
+def _say(show: bool, line: str) -> None:
+    if show:
+        print(line, flush=True)
 
 
 def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[str, Any] | None:

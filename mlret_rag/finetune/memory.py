@@ -1,0 +1,110 @@
+"""Peak-memory estimate of a training step, checked before training so a run fails early with advice.
+
+The model's weights, gradients and AdamW state are counted exactly; activations are estimated per
+token and per attention cell from measurements of multilingual-e5-small on CPU (README, "Fine-tuning
+memory"), scaled by the model's hidden size, depth and heads. Texts are counted in the model's own
+tokens, capped at the training window, at their longest per column (batches can be that unlucky).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from ..errors import MlretError
+
+logger = logging.getLogger(__name__)
+
+# Measured on e5-small (hidden 384, 12 layers, 12 heads), fp32, CPU: bytes kept for backward per token per
+# layer per hidden unit, and per attention cell (query x key token pair) per head per layer.
+_BYTES_PER_TOKEN_UNIT = 120.0
+_BYTES_PER_ATTENTION_CELL = 16.0
+_OVERHEAD_GB = 1.2  # interpreter, torch, tokenizer, data
+SAFETY = 0.85  # share of the available memory a run may plan to use
+
+
+class TrainingMemoryError(MlretError, MemoryError):
+    """A fine-tune would need more memory than the machine has free; the message says what to lower."""
+
+
+def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, heads: int,
+                     column_lengths: list[int], batch_size: int) -> float:
+    """Estimated peak resident memory in GB of one step: weights, grads + AdamW, activations."""
+    weights = 4.0 * n_params
+    optimiser = 4.0 * 3 * n_trainable  # gradient + two AdamW moments
+    tokens = batch_size * sum(column_lengths)
+    cells = batch_size * sum(n * n for n in column_lengths)
+    activations = layers * (_BYTES_PER_TOKEN_UNIT * hidden * tokens + _BYTES_PER_ATTENTION_CELL * heads * cells)
+    return (weights + optimiser + activations) / 1e9 + _OVERHEAD_GB
+
+
+def available_gb() -> float:
+    """Memory the process may still use: ``MemAvailable``, bounded by a cgroup limit when there is one."""
+    try:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        free = _meminfo_available()
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                raw = fh.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < free:
+            free = int(raw)
+    return free / 1e9
+
+
+def _meminfo_available() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+def column_lengths(tokenizer: Any, anchors: list[str], documents: list[str], n_document_columns: int,
+                   window: int, sample: int = 2000, seed: int = 0) -> list[int]:
+    """Longest anchor and document length in tokens (capped at ``window``): one per training column."""
+    rng = np.random.default_rng(seed)
+
+    def longest(texts: list[str]) -> int:
+        if not texts:
+            return 0
+        picked = [texts[i] for i in rng.choice(len(texts), size=min(sample, len(texts)), replace=False)]
+        lengths = [len(ids) for ids in tokenizer(picked, add_special_tokens=True, truncation=False)["input_ids"]]
+        return min(window, max(lengths))
+
+    return [longest(anchors)] + [longest(documents)] * n_document_columns
+
+
+def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives_per_anchor: int,
+                          max_seq_length: int | None, freeze_embeddings: bool) -> float:
+    """Raise :class:`TrainingMemoryError` when the estimated peak exceeds the available memory; return the estimate."""
+    st = encoder.sentence_transformer
+    inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
+    cfg = getattr(inner, "config", None)
+    hidden = int(getattr(cfg, "hidden_size", 384))
+    layers = int(getattr(cfg, "num_hidden_layers", 12))
+    heads = int(getattr(cfg, "num_attention_heads", 12))
+    params = list(st.parameters())
+    n_params = sum(p.numel() for p in params)
+    embedding = inner.get_input_embeddings().weight.numel() if inner is not None and freeze_embeddings else 0
+    window = min(x for x in (st.max_seq_length, max_seq_length) if x) if (st.max_seq_length or max_seq_length) else 512
+    lengths = column_lengths(st.tokenizer, [a.text for a in data.anchors], [r.text for r in data.index],
+                             1 + negatives_per_anchor, window)
+    need = estimate_peak_gb(n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size)
+    have = available_gb()
+    logger.info("fine-tune memory: estimated peak %.1f GB, %.1f GB available", need, have)
+    if need > SAFETY * have:
+        raise TrainingMemoryError(
+            f"this fine-tune would need about {need:.1f} GB at its peak but {have:.1f} GB are available "
+            f"(batch_size={batch_size}, {1 + negatives_per_anchor} document columns of up to {lengths[1]} tokens, "
+            f"max_seq_length={max_seq_length}); lower --batch-size, --max-seq-length or --negatives-per-anchor"
+            + ("" if freeze_embeddings else ", or keep the embeddings frozen")
+        )
+    return need
