@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .kb import is_contentless
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -235,8 +237,8 @@ def prepare_texts(texts: Sequence[str]) -> list[str]:
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"texts[{i}] must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError(f"texts[{i}] is empty or whitespace only")
+        if is_contentless(text):
+            raise ValueError(f"texts[{i}] is empty or has only whitespace, control or format characters")
         out.append(unicodedata.normalize(TEXT_NORMALIZATION, text))
     return out
 

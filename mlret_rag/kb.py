@@ -17,7 +17,10 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
+import unicodedata
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,15 @@ QUERY_FIELDS = ("text", "label", "lang", "relevant_ids", "source_id")
 # Metadata keys the store uses for its own bookkeeping; user metadata may not use them.
 RESERVED_METADATA_KEYS = frozenset({"label", "lang"})
 RESERVED_METADATA_PREFIX = "mlret_"
+# Chroma's own rules (chromadb 1.5.9): the Rust validator refuses empty keys and keys starting with
+# "#" or "$" (rust/types/src/validators.rs, validate_metadata_key); the Python client refuses the key
+# "chroma:document" (api/types.py), and the embedded executor silently drops every "chroma:" key on
+# read (execution/executor/local.py). Integers beyond 64 bits come back as floats and NaN/infinity
+# is dropped (embedded) or refused (server), so both are refused here rather than changed silently.
+# Chroma sets no size limit per key or value; a server refuses request bodies over its payload limit,
+# which the store reports for the batch's records.
+CHROMA_RESERVED_KEY_PREFIXES = ("#", "$", "chroma:")
+_INT64 = (-(2**63), 2**63 - 1)
 _SCALARS = (str, int, float, bool)
 
 
@@ -58,6 +70,29 @@ class QueryRecord:
     lang: str | None = None
     relevant_ids: tuple[str, ...] | None = None
     source_id: str | None = None
+
+
+def is_contentless(text: str) -> bool:
+    """True when nothing is left of ``text`` after removing control (Cc), format (Cf, e.g. zero-width
+    space, BOM) and whitespace characters: such texts all embed to the same vector, so they are refused
+    like empty strings."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
+
+
+# Where each loaded record came from (``file:line`` or ``<dataset>:row``), kept beside the record rather
+# than in it (a record's fields are its content, and ``asdict(record)`` must load again), and forgotten
+# when the record is.
+_SOURCES: dict[int, str] = {}
+
+
+def _remember_source(rec: KBRecord, where: str) -> None:
+    _SOURCES[id(rec)] = where
+    weakref.finalize(rec, _SOURCES.pop, id(rec), None)
+
+
+def record_source(rec: KBRecord) -> str | None:
+    """``file:line`` (or ``<dataset>:row``) a record was loaded from by :func:`load_kb`, else ``None``."""
+    return _SOURCES.get(id(rec))
 
 
 def content_hash(text: str, label: str | None, lang: str | None, metadata: Mapping[str, Any]) -> str:
@@ -134,23 +169,55 @@ def _kb_record(row: Mapping[str, Any], where: str) -> KBRecord:
     if not isinstance(metadata, Mapping):
         raise KnowledgeBaseError(f'{where}: "metadata" must be an object, got {_type(metadata)}')
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise KnowledgeBaseError(f"{where}: metadata keys must be non-empty strings, got {key!r}")
-        if key in RESERVED_METADATA_KEYS or key.startswith(RESERVED_METADATA_PREFIX):
-            raise KnowledgeBaseError(
-                f"{where}: metadata key {key!r} is reserved (use the top-level field, or another name)"
-            )
-        if not isinstance(value, _SCALARS):
-            raise KnowledgeBaseError(
-                f"{where}: metadata value for {key!r} must be a string, number or boolean, got {_type(value)}"
-            )
+        _check_metadata_item(key, value, where)
     metadata = dict(metadata)
     rid = row.get("id")
     if rid is None:
         rid = "kb-" + content_hash(text, label, lang, metadata)
     elif not isinstance(rid, str) or not rid.strip():
         raise KnowledgeBaseError(f'{where}: "id" must be a non-empty string, got {rid!r}')
-    return KBRecord(id=rid, text=text, label=label, lang=lang, metadata=metadata)
+    _check_utf8(rid, '"id"', where)
+    rec = KBRecord(id=rid, text=text, label=label, lang=lang, metadata=metadata)
+    _remember_source(rec, where)
+    return rec
+
+
+def _check_metadata_item(key: Any, value: Any, where: str) -> None:
+    """Refuse a metadata entry that Chroma would refuse, drop or change (see CHROMA_RESERVED_KEY_PREFIXES)."""
+    if not isinstance(key, str) or not key:
+        raise KnowledgeBaseError(f"{where}: metadata keys must be non-empty strings, got {key!r}")
+    _check_utf8(key, "metadata key", where)
+    if key in RESERVED_METADATA_KEYS or key.startswith(RESERVED_METADATA_PREFIX):
+        raise KnowledgeBaseError(
+            f"{where}: metadata key {key!r} is reserved (use the top-level field, or another name)"
+        )
+    if key.startswith(CHROMA_RESERVED_KEY_PREFIXES):
+        raise KnowledgeBaseError(
+            f"{where}: metadata key {key!r} is reserved by Chroma (keys may not start with "
+            f"{', '.join(repr(p) for p in CHROMA_RESERVED_KEY_PREFIXES)})"
+        )
+    if not isinstance(value, _SCALARS):
+        raise KnowledgeBaseError(
+            f"{where}: metadata value for {key!r} must be a string, number or boolean, got {_type(value)}"
+        )
+    if isinstance(value, str):
+        _check_utf8(value, f"metadata value for {key!r}", where)
+    elif isinstance(value, int) and not isinstance(value, bool) and not _INT64[0] <= value <= _INT64[1]:
+        raise KnowledgeBaseError(
+            f"{where}: metadata value for {key!r} is outside the 64-bit integer range Chroma stores ({value})"
+        )
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise KnowledgeBaseError(f"{where}: metadata value for {key!r} must be a finite number, got {value}")
+
+
+def _check_utf8(value: str, what: str, where: str) -> None:
+    """Refuse strings that cannot be written as UTF-8 (lone surrogates from JSON escapes like \\ud800)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise KnowledgeBaseError(
+            f"{where}: {what} is not valid Unicode (lone surrogate {value[exc.start]!r} at character {exc.start})"
+        ) from None
 
 
 def _query_record(row: Mapping[str, Any], where: str) -> QueryRecord:
@@ -189,8 +256,10 @@ def _text(row: Mapping[str, Any], where: str) -> str:
     text = row["text"]
     if not isinstance(text, str):
         raise KnowledgeBaseError(f'{where}: "text" must be a string, got {_type(text)}')
-    if not text.strip():
-        raise KnowledgeBaseError(f'{where}: "text" is empty')
+    if is_contentless(text):
+        shown = f" (only control, format or whitespace characters: {text[:12]!r})" if text.strip() else ""
+        raise KnowledgeBaseError(f'{where}: "text" is empty{shown}')
+    _check_utf8(text, '"text"', where)
     return text
 
 
