@@ -56,7 +56,7 @@ SUFFIXES = {
     ".html": "html", ".htm": "html", ".pdf": "pdf",
 }
 DEFAULT_CHUNK_TOKENS = 256
-DEFAULT_OVERLAP_TOKENS = 32
+DEFAULT_OVERLAP_TOKENS = None  # chunk_tokens // 8: 32 for the default 256
 DOC_ID_KEY = "doc_id"
 PDF_EXTRA_HINT = "PDF files need the optional extra: pip install 'mlret-rag[pdf]'"
 # Room for the document prompt ("passage: ") and the two special tokens inside the encoder's window.
@@ -131,7 +131,7 @@ def load_documents(
     include: Sequence[str] | str | None = None,
     exclude: Sequence[str] | str | None = None,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    overlap_tokens: int | None = DEFAULT_OVERLAP_TOKENS,
     tokenizer: MultilingualEncoder | str | os.PathLike[str] | TokenCounter | None = None,
     lang: str | None = None,
 ) -> LoadedDocuments:
@@ -143,7 +143,8 @@ def load_documents(
             suffix); ``*`` also crosses ``/``, so ``"*.md"`` finds Markdown files at any depth.
         exclude: glob(s) of files to leave out, matched the same way (e.g. ``"drafts/*"``).
         chunk_tokens: most tokens of the encoder per chunk (default 256; at most the window minus 12).
-        overlap_tokens: tokens shared by consecutive chunks of one section (default 32; 0 for none).
+        overlap_tokens: at most this many tokens of whole sentences a chunk repeats from the one before
+            it in the same section (default ``chunk_tokens // 8``, i.e. 32 for 256; 0 for none).
         tokenizer: whose tokens to count: a :class:`~mlret_rag.MultilingualEncoder`, a model folder, a
             callable returning a token count, or ``None`` for the bundled model's tokenizer.
         lang: language code stored on every record (optional).
@@ -162,7 +163,7 @@ def load_documents(
         raise FileNotFoundError(f"{root}: no such file or folder")
     includes, excludes = _globs(include, "include"), _globs(exclude, "exclude")
     counter, window = token_counter(tokenizer)
-    _check_sizes(chunk_tokens, overlap_tokens, window)
+    overlap_tokens = _check_sizes(chunk_tokens, overlap_tokens, window)
     if lang is not None and (not isinstance(lang, str) or not lang.strip()):
         raise DocumentError(f"lang must be a non-empty string or None, got {lang!r}")
     counter = _bounded(counter, chunk_tokens)
@@ -276,7 +277,16 @@ def token_counter(
 
 
 def _folder_counter(folder: Path) -> tuple[TokenCounter, int | None]:
+    stat = (folder / "tokenizer.json").stat()
+    return _cached_folder_counter(str(folder.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _cached_folder_counter(folder_name: str, _mtime: int, _size: int) -> tuple[TokenCounter, int | None]:
+    """Reading a 17 MB tokenizer.json takes a second: once per folder (and version of the file)."""
     import json
+
+    folder = Path(folder_name)
 
     from tokenizers import Tokenizer
 
@@ -284,9 +294,11 @@ def _folder_counter(folder: Path) -> tuple[TokenCounter, int | None]:
     tok.no_truncation()
     tok.no_padding()
     window = None
-    config = folder / "sentence_bert_config.json"
-    if config.is_file():
-        window = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        config = folder / name
+        if window is None and config.is_file():
+            value = json.loads(config.read_text(encoding="utf-8")).get(key)
+            window = value if isinstance(value, int) and 0 < value < 100_000 else None
     return (lambda text: len(tok.encode(text, add_special_tokens=False))), window
 
 
@@ -304,15 +316,19 @@ def _bounded(counter: TokenCounter, chunk_tokens: int) -> TokenCounter:
     return count
 
 
-def _check_sizes(chunk_tokens: Any, overlap_tokens: Any, window: int | None) -> None:
+def _check_sizes(chunk_tokens: Any, overlap_tokens: Any, window: int | None) -> int:
+    """Validate the sizes; returns the overlap to use (``None`` means ``chunk_tokens // 8``)."""
     top = (window or 512) - _WINDOW_MARGIN
     if not isinstance(chunk_tokens, int) or isinstance(chunk_tokens, bool) or not 8 <= chunk_tokens <= top:
         raise DocumentError(f"chunk_tokens must be an integer in 8..{top} (the encoder's window is "
                             f"{window or 512} tokens), got {chunk_tokens!r}")
+    if overlap_tokens is None:
+        return chunk_tokens // 8
     if (not isinstance(overlap_tokens, int) or isinstance(overlap_tokens, bool)
             or not 0 <= overlap_tokens < chunk_tokens // 2):
         raise DocumentError(f"overlap_tokens must be an integer in 0..{chunk_tokens // 2 - 1} (less than half "
                             f"of chunk_tokens={chunk_tokens}), got {overlap_tokens!r}")
+    return overlap_tokens
 
 
 def _globs(value: Sequence[str] | str | None, name: str) -> list[str]:
@@ -474,7 +490,7 @@ _BLOCK_TAGS = frozenset(
     "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody td tfoot th thead tr ul "
     "caption".split()
 )
-_SKIP_TAGS = frozenset("script style noscript template svg head iframe object canvas".split())
+_SKIP_TAGS = frozenset("script style noscript template svg head iframe object canvas nav".split())
 
 
 class _HTMLText(html.parser.HTMLParser):
@@ -728,7 +744,7 @@ def split_long_records(
     encoder: MultilingualEncoder,
     *,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    overlap_tokens: int | None = DEFAULT_OVERLAP_TOKENS,
 ) -> list[KBRecord]:
     """Records that fit the window as they are; each longer one becomes chunks ``"<id>#<n>"`` with the
     same label, language and metadata plus ``doc_id`` (the original id), ``chunk``, ``start`` and ``end``."""
@@ -737,7 +753,7 @@ def split_long_records(
     if not long_ids:
         return records
     counter, window = token_counter(encoder)
-    _check_sizes(chunk_tokens, overlap_tokens, window)
+    overlap_tokens = _check_sizes(chunk_tokens, overlap_tokens, window)
     counter = _bounded(counter, chunk_tokens)
     out = []
     for rec in records:

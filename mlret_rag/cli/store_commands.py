@@ -26,7 +26,7 @@ DOCS_HELP = "Documents: a .md/.txt/.html/.pdf file, or a folder searched recursi
 INCLUDE_HELP = "With --docs: only files matching this glob (path or name; repeatable)."
 EXCLUDE_HELP = "With --docs: leave out files matching this glob (path or name; repeatable)."
 CHUNK_HELP = "Most encoder tokens per chunk (documents, and long records with --chunk-long)."
-OVERLAP_HELP = "Tokens of whole sentences a chunk repeats from the one before it."
+OVERLAP_HELP = "Most tokens of whole sentences a chunk repeats from the one before it (default: chunk tokens / 8)."
 CHUNK_LONG_HELP = "With --kb: split records longer than the encoder's window into chunks <id>#<n>."
 TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
 
@@ -72,7 +72,7 @@ def index_command(
     include: Annotated[list[str] | None, typer.Option("--include", help=INCLUDE_HELP)] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help=EXCLUDE_HELP)] = None,
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help=CHUNK_HELP)] = 256,
-    overlap_tokens: Annotated[int, typer.Option("--overlap-tokens", help=OVERLAP_HELP)] = 32,
+    overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help=OVERLAP_HELP)] = None,
     chunk_long: Annotated[bool, typer.Option("--chunk-long", help=CHUNK_LONG_HELP)] = False,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
@@ -126,7 +126,7 @@ def index_command(
 
 
 def _long_records(records: list, encoder: object, *, chunk_long: bool, chunk_tokens: int,
-                  overlap_tokens: int) -> list:
+                  overlap_tokens: int | None) -> list:
     """Split records longer than the encoder's window (``--chunk-long``), or name them on stderr."""
     from ..documents import oversized_records, split_long_records
 
@@ -153,7 +153,7 @@ def _long_records(records: list, encoder: object, *, chunk_long: bool, chunk_tok
 
 
 def _index_documents(store: object, docs: Path, *, include: list[str] | None, exclude: list[str] | None,
-                     chunk_tokens: int, overlap_tokens: int, prune: bool) -> None:
+                     chunk_tokens: int, overlap_tokens: int | None, prune: bool) -> None:
     from ..documents import sync_documents
 
     result = sync_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,  # type: ignore[arg-type]
