@@ -18,13 +18,17 @@ class MLRetRetriever(BaseRetriever):
 
     Each ``Document`` has ``id`` = the KB id, ``page_content`` = the KB text, and metadata ``id``,
     ``label``, ``score`` (the core's cosine similarity, higher is better), ``lang`` and the record's own
-    metadata.
+    metadata. Chunks of documents indexed with ``mlret index --docs`` (or ``mlret_rag.load_documents``)
+    carry their source there: ``source`` (LangChain's citation key: the file's path), ``doc_id``,
+    ``title``, ``headings``, ``chunk``, ``start``, ``end`` and, for PDF, ``page``.
 
     Args:
         retriever: a core ``MultilingualRetriever``, or a ``ChromaStore`` to search.
         k: number of documents to return (also accepted by ``invoke(query, k=...)``).
         where: a Chroma metadata filter on ``label``, ``lang`` or the records' metadata
             (also accepted by ``invoke``).
+        per_document: at most this many documents from one source document (``doc_id``), so the ``k``
+            results spread over more files (also accepted by ``invoke``; default: no cap).
 
     Example:
         .. code-block:: python
@@ -38,6 +42,7 @@ class MLRetRetriever(BaseRetriever):
     retriever: MultilingualRetriever
     k: int = Field(default=5, gt=0, description="Number of documents to return.")
     where: dict[str, Any] | None = Field(default=None, description="Chroma metadata filter.")
+    per_document: int | None = Field(default=None, gt=0, description="Most results from one source document.")
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -54,10 +59,11 @@ class MLRetRetriever(BaseRetriever):
 
     @classmethod
     def open(cls, model: str | None = None, *, k: int = 5, where: dict[str, Any] | None = None,
-             **open_kwargs: Any) -> MLRetRetriever:
+             per_document: int | None = None, **open_kwargs: Any) -> MLRetRetriever:
         """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
         ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
-        return cls(retriever=MultilingualRetriever.open(model, **open_kwargs), k=k, where=where)
+        return cls(retriever=MultilingualRetriever.open(model, **open_kwargs), k=k, where=where,
+                   per_document=per_document)
 
     def _get_relevant_documents(
         self,
@@ -66,9 +72,11 @@ class MLRetRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         k: int | None = None,
         where: dict[str, Any] | None = None,
+        per_document: int | None = None,
     ) -> list[Document]:
         hits = self.retriever.retrieve(query, k=self.k if k is None else k,
-                                       where=self.where if where is None else where)
+                                       where=self.where if where is None else where,
+                                       per_document=self.per_document if per_document is None else per_document)
         return [_to_document(hit) for hit in hits]
 
 

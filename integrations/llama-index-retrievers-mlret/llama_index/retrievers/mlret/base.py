@@ -7,7 +7,7 @@ from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.mlret.filters import to_chroma_where
 
@@ -20,12 +20,16 @@ class MLRetRetriever(BaseRetriever):
 
     Each result is a ``NodeWithScore`` whose node id is the KB id, whose text is the KB text, whose
     metadata holds ``label`` (and ``lang`` plus the record's own metadata), and whose score is the
-    core's cosine similarity (higher is better, at most 1).
+    core's cosine similarity (higher is better, at most 1). Chunks of documents indexed with
+    ``mlret index --docs`` carry the same source fields as in LangChain (``source``, ``doc_id``,
+    ``title``, ``headings``, ``chunk``, ``start``, ``end``, PDF ``page``); their node also links its
+    document (``node.ref_doc_id`` = ``doc_id``) and its character span (``start_char_idx``/``end_char_idx``).
 
     Args:
         retriever: a core ``MultilingualRetriever``, or a ``ChromaStore`` to search.
         similarity_top_k: number of records to return.
         filters: LlamaIndex ``MetadataFilters`` on ``label``, ``lang`` or the records' metadata.
+        per_document: at most this many nodes from one source document (``doc_id``); default no cap.
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class MLRetRetriever(BaseRetriever):
         *,
         similarity_top_k: int = 5,
         filters: MetadataFilters | None = None,
+        per_document: int | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
@@ -45,7 +50,12 @@ class MLRetRetriever(BaseRetriever):
             )
         if not isinstance(similarity_top_k, int) or isinstance(similarity_top_k, bool) or similarity_top_k < 1:
             raise ValueError(f"similarity_top_k must be a positive integer, got {similarity_top_k!r}")
+        if per_document is not None and (
+            not isinstance(per_document, int) or isinstance(per_document, bool) or per_document < 1
+        ):
+            raise ValueError(f"per_document must be a positive integer or None, got {per_document!r}")
         self._core = retriever
+        self.per_document = per_document
         self.similarity_top_k = similarity_top_k
         self.filters = filters
         self._where = to_chroma_where(filters)  # fail early on unsupported filters
@@ -53,11 +63,12 @@ class MLRetRetriever(BaseRetriever):
 
     @classmethod
     def from_defaults(cls, model: str | None = None, *, similarity_top_k: int = 5,
-                      filters: MetadataFilters | None = None, **open_kwargs: Any) -> MLRetRetriever:
+                      filters: MetadataFilters | None = None, per_document: int | None = None,
+                      **open_kwargs: Any) -> MLRetRetriever:
         """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
         ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
         return cls(MultilingualRetriever.open(model, **open_kwargs), similarity_top_k=similarity_top_k,
-                   filters=filters)
+                   filters=filters, per_document=per_document)
 
     @property
     def core(self) -> MultilingualRetriever:
@@ -65,7 +76,8 @@ class MLRetRetriever(BaseRetriever):
         return self._core
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        hits = self._core.retrieve(query_bundle.query_str, k=self.similarity_top_k, where=self._where)
+        hits = self._core.retrieve(query_bundle.query_str, k=self.similarity_top_k, where=self._where,
+                                   per_document=self.per_document)
         return [_to_node(hit) for hit in hits]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
@@ -73,5 +85,10 @@ class MLRetRetriever(BaseRetriever):
 
 
 def _to_node(hit: Hit) -> NodeWithScore:
-    node = TextNode(id_=hit.id, text=hit.text, metadata={**hit.metadata, "label": hit.label})
+    meta = hit.metadata
+    node = TextNode(id_=hit.id, text=hit.text, metadata={**meta, "label": hit.label})
+    if meta.get("doc_id") is not None:  # a document chunk: link its document and span, as readers do
+        node.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id=str(meta["doc_id"]))
+        if isinstance(meta.get("start"), int) and isinstance(meta.get("end"), int):
+            node.start_char_idx, node.end_char_idx = meta["start"], meta["end"]
     return NodeWithScore(node=node, score=hit.score)
