@@ -98,8 +98,8 @@ def summary_lines(result: Any) -> str:
         skipped = (f"{s.get('queries_label_not_in_kb', 0)} queries with a label not in the KB and "
                    f"{s.get('queries_without_label', 0)} without a label skipped")
         what = f"{s['labels']} labels, {s['index_records']} KB records"
-    lines = [f"fine-tuned on {s['examples']} anchors ({what}; {skipped}) in {result.seconds:.0f} s; "
-             f"saved to {result.out}"]
+    lines = [(f"fine-tuned on {s['examples']} anchors ({what}; {skipped}) in {result.seconds:.0f} s; "
+             f"saved to {result.out}")]
     if sel.get("curve"):
         lines.append(f"chosen on {sel['on']}; metric: {sel['metric']}")
         lines.append("dev curve: " + ", ".join(

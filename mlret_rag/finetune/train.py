@@ -185,9 +185,10 @@ def finetune(
     np.random.seed(seed)
     transformers.set_seed(seed)
     encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
+    peak_gb = None
     if check_memory:
-        check_training_memory(encoder, data, batch_size=batch, negatives_per_anchor=k,
-                              max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings)
+        peak_gb = check_training_memory(encoder, data, batch_size=batch, negatives_per_anchor=k,
+                                        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings)
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
@@ -203,6 +204,7 @@ def finetune(
         "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
         "scale": scale, "max_steps": max_steps, "max_seconds": max_seconds, "max_seq_length": max_seq_length,
         "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
+        "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     sampling = EpochExamples(data, negatives, k, temperature, seed, label_descriptions, similarity, false_negative_share)
     run = _train(encoder, sampling, dev, config, show_progress_bar)
@@ -372,13 +374,15 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
         curve.append(_point(0, 0, base_report))
         _say(show_progress_bar, f"dev before training: {best_score:.4f} ({len(dev.queries)} queries)")
     losses: list[tuple[float, int]] = []
-    steps = 0
+    steps, train_seconds = 0, 0.0
     for epoch in range(epochs):
         examples = first if epoch == 0 else sampling.examples(encoder, epoch)
         todo = min(per_epoch, planned - steps)
+        tick = time.perf_counter()
         with _training_window(st, config["max_seq_length"]):
             output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline,
                                       show_progress_bar)
+        train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
         if output.training_loss is not None:
@@ -406,7 +410,8 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
             stopped = "max_steps reached" if config["max_steps"] else "epochs"
             break
     assert st.max_seq_length == window
-    selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps}
+    selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps,
+                                 "seconds_per_step": round(train_seconds / max(1, steps), 3)}
     if dev is not None:
         _restore(best_weights, trainable)
         selection.update(
