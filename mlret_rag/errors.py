@@ -17,3 +17,15 @@ class EncoderMismatchError(MlretError):
 
 class StoreConnectionError(MlretError, ConnectionError):
     """The Chroma server cannot be reached; the message names host:port."""
+
+
+class StoreBusyError(MlretError, TimeoutError):
+    """Another process holds the writer lock of an embedded database; the message names that process."""
+
+
+class StoreTimeoutError(StoreConnectionError, TimeoutError):
+    """The Chroma server accepted the connection but did not answer in time (frozen or overloaded)."""
+
+
+class DiskFullError(MlretError, OSError):
+    """The database's file system ran out of space; the message names the path and the free space."""

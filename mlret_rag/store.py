@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import EncoderMismatchError, MlretError, StoreConnectionError
-from .kb import RESERVED_METADATA_PREFIX, KBRecord, load_kb
+from .errors import (
+    EncoderMismatchError,
+    KnowledgeBaseError,
+    MlretError,
+    StoreConnectionError,
+    StoreTimeoutError,
+)
+from .kb import RESERVED_METADATA_PREFIX, KBRecord, load_kb, record_source
 
 if TYPE_CHECKING:
     from .encoder import MultilingualEncoder
@@ -35,6 +43,19 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "mlret"
 DEFAULT_BATCH_SIZE = 256
 HASH_KEY = "mlret_hash"
+# Server mode: seconds to wait for a TCP connection, and for each answer (MLRET_CHROMA_CONNECT_TIMEOUT and
+# MLRET_CHROMA_TIMEOUT override them). chromadb 1.5's HttpClient has no timeout of its own (its httpx
+# session is built with timeout=None), so a frozen server would otherwise hang every call.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 60.0
+# Reads (get, count, query, heartbeat) are retried this many times after a dropped or refused
+# connection, waiting 0.5 s, 1 s, 2 s ... (at most 4 s) in between; writes, timeouts and the store's
+# own refusals are never retried.
+DEFAULT_RETRIES = 3
+# Embedded mode: seconds a write waits for another process's writer lock before giving up.
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 class MissingCollectionError(MlretError, LookupError):
@@ -71,6 +92,45 @@ class AddResult:
         return self.added + self.updated
 
 
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`ChromaStore.verify` found. ``ok`` when no problem and no damaged record was found.
+
+    ``missing_vector``: ids whose vector cannot be read back; ``bad_vector``: wrong dimension or not
+    finite; ``hash_mismatch``: stored text/metadata differ from the stored content hash (or it is
+    missing); ``unreachable`` (full check only): a search with the record's own vector does not find it.
+    """
+
+    location: str
+    collection: str
+    count: int
+    checked: int
+    problems: tuple[str, ...] = ()
+    missing_vector: tuple[str, ...] = ()
+    bad_vector: tuple[str, ...] = ()
+    hash_mismatch: tuple[str, ...] = ()
+    unreachable: tuple[str, ...] = ()
+
+    @property
+    def damaged(self) -> tuple[str, ...]:
+        """Ids of all damaged records (each once), the ones :meth:`ChromaStore.repair` re-encodes."""
+        return tuple(dict.fromkeys(self.missing_vector + self.bad_vector + self.hash_mismatch + self.unreachable))
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.damaged
+
+    def summary(self) -> str:
+        """One line: ``checked N of M records: ...``."""
+        head = f"{self.location} collection {self.collection!r}: checked {self.checked} of {self.count} records"
+        parts = [f"{len(v)} {name}" for name, v in (
+            ("without a vector", self.missing_vector), ("with a bad vector", self.bad_vector),
+            ("whose content does not match its hash", self.hash_mismatch),
+            ("not found by their own vector", self.unreachable)) if v]
+        parts += list(self.problems)
+        return head + (": " + "; ".join(parts) if parts else ", no damage found")
+
+
 def default_db_path() -> Path:
     """Folder of the default embedded database: ``$MLRET_HOME/db`` (or the user cache dir's ``db``)."""
     from .bundled import cache_dir
@@ -92,6 +152,14 @@ class ChromaStore:
             maximum batch size); a killed run loses at most one batch.
         show_progress_bar: show a progress bar while adding records.
         create: create the collection when missing; with ``False`` a missing collection is an error.
+        timeout: server mode: seconds to wait for each answer (default ``DEFAULT_TIMEOUT`` or
+            ``$MLRET_CHROMA_TIMEOUT``); a server that does not answer in time raises
+            :class:`~mlret_rag.errors.StoreTimeoutError`.
+        connect_timeout: server mode: seconds to wait for a connection (default 5 or
+            ``$MLRET_CHROMA_CONNECT_TIMEOUT``).
+        retries: server mode: retries of a read after a dropped or refused connection (default 3).
+        lock_timeout: embedded mode: seconds a write waits while another process writes to the same
+            database, then :class:`~mlret_rag.errors.StoreBusyError` names that process (default 30).
 
     Raises:
         StoreConnectionError: the server does not answer (message names host:port).
@@ -110,7 +178,15 @@ class ChromaStore:
         batch_size: int | None = None,
         show_progress_bar: bool = True,
         create: bool = True,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        retries: int = DEFAULT_RETRIES,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+        if not isinstance(lock_timeout, (int, float)) or isinstance(lock_timeout, bool) or lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         if batch_size is not None and (
             not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
         ):
@@ -119,11 +195,22 @@ class ChromaStore:
         self.show_progress_bar = show_progress_bar
         self.collection_name = collection
         self._closed = False
-        self._client, self.location = open_client(path=path, host=host, port=port, auth_token=auth_token)
+        self.retries = retries
+        self._col: Any = None
+        self._created = False  # this store created the collection (dropped again if the first add fails)
+        self._client, self.location = open_client(
+            path=path, host=host, port=port, auth_token=auth_token, timeout=timeout, connect_timeout=connect_timeout
+        )
+        self.timeout = _timeouts(timeout, connect_timeout)[0] if self._remote else None
+        self._writer = None
+        if not self._remote:
+            from ._writelock import WriterLock
+
+            self._writer = WriterLock(Path(self.location[len("embedded:") :]), timeout=float(lock_timeout))
         try:
             with self._guard():
-                limit = int(self._client.get_max_batch_size())
-                self._collection = self._open_collection(collection, create=create)
+                limit = int(self._read(self._client.get_max_batch_size))
+                self._col = self._open_collection(collection, create=create)
         except BaseException:
             self.close()
             raise
@@ -135,25 +222,58 @@ class ChromaStore:
 
         wanted = encoder_metadata(self.encoder)
         try:
-            col = self._client.get_collection(name, embedding_function=None)
+            col = self._read(lambda: self._client.get_collection(name, embedding_function=None))
         except (NotFoundError, ValueError):
             if not create:
                 raise MissingCollectionError(
                     f"{self.location} has no collection {name!r}; index a knowledge base first "
                     "(mlret index --kb FILE)"
                 ) from None
-            col = self._client.get_or_create_collection(
-                name, configuration={"hnsw": {"space": "cosine"}}, metadata=wanted, embedding_function=None
-            )
+            with self._writing():
+                before = {c.name for c in self._client.list_collections()}
+                col = self._client.get_or_create_collection(
+                    name, configuration={"hnsw": {"space": "cosine"}}, metadata=wanted, embedding_function=None
+                )
+                self._created = name not in before
         check_collection(col, wanted, where=f"{self.location} collection {name!r}")
         return col
+
+    @property
+    def _collection(self) -> Any:
+        """The Chroma collection; created again on use after a failed first run dropped it."""
+        if self._col is None:
+            with self._guard():
+                self._col = self._open_collection(self.collection_name, create=True)
+        return self._col
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the embedded database's writer lock (other processes wait; server mode: nothing)."""
+        return self._writer.hold() if self._writer is not None else contextlib.nullcontext()
+
+    def _read(self, call: Any) -> Any:
+        """Run an idempotent call, retried with backoff when a server connection drops or is refused."""
+        if not self._remote or self.retries == 0:
+            return call()
+        import tenacity
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
+            retry=tenacity.retry_if_exception(_transient),
+            before_sleep=lambda state: logger.warning(
+                "Chroma server at %s: %s; retrying (%d of %d)",
+                self.location, _one_line(state.outcome.exception()), state.attempt_number, self.retries,
+            ),
+            reraise=True,
+        )
+        return retrying(call)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Turn transport failures of a server client into :class:`StoreConnectionError`."""
         if self._closed:
             raise StoreClosedError(f"this store ({self.location}, collection {self.collection_name!r}) is closed")
-        with connection_errors(self.location, remote=self._remote):
+        with connection_errors(self.location, remote=self._remote, timeout=getattr(self, "timeout", None)):
             yield
 
     def close(self) -> None:
@@ -194,6 +314,24 @@ class ChromaStore:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ValueError(f"duplicate id {dup!r} in the records to add")
+        with self._writing():
+            try:
+                return self._add(records, ids)
+            except BaseException:
+                self._drop_if_created_empty()
+                raise
+
+    def _drop_if_created_empty(self) -> None:
+        """After a failed first run, remove the collection this store created if nothing was committed."""
+        if not self._created or self._col is None:
+            return
+        with contextlib.suppress(Exception):
+            if int(self._col.count()) == 0:
+                self._client.delete_collection(self.collection_name)
+                self._col = None
+                self._created = False
+
+    def _add(self, records: list[KBRecord], ids: list[str]) -> AddResult:
         stored = self._stored_hashes(ids)
         todo = [r for r in records if stored.get(r.id) != r.content_hash]
         changed = {r.id for r in todo if r.id in stored}
@@ -205,28 +343,145 @@ class ChromaStore:
             for start in range(0, len(todo), self.batch_size):
                 batch = todo[start : start + self.batch_size]
                 vectors = self.encoder.encode_documents([r.text for r in batch])
-                with self._guard():
-                    stale = [r.id for r in batch if r.id in changed]
-                    if stale:  # delete first: Chroma merges metadata on update, we want a clean replace
-                        self._collection.delete(ids=stale)
-                    self._collection.add(
-                        ids=[r.id for r in batch],
-                        embeddings=vectors,
-                        documents=[r.text for r in batch],
-                        metadatas=[_to_chroma_metadata(r) for r in batch],
-                    )
+                self._write_batch(batch, vectors, stale=[r.id for r in batch if r.id in changed])
                 bar.update(len(batch))
         return AddResult(
             added=len(todo) - len(changed), updated=len(changed), unchanged=len(records) - len(todo)
         )
 
+    def _write_batch(self, batch: Sequence[KBRecord], vectors: Any, *, stale: Sequence[str] = ()) -> None:
+        """Commit one batch; a refusal by the store names the record (its file:line when known)."""
+        from chromadb.errors import ChromaError
+
+        try:
+            with self._guard():
+                if stale:  # delete first: Chroma merges metadata on update, we want a clean replace
+                    self._collection.delete(ids=list(stale))
+                self._collection.add(
+                    ids=[r.id for r in batch],
+                    embeddings=vectors,
+                    documents=[r.text for r in batch],
+                    metadatas=[_to_chroma_metadata(r) for r in batch],
+                )
+        except MlretError:
+            raise
+        except Exception as exc:
+            # chromadb raises its own errors, ValueError/TypeError, or a bare Exception for an HTTP
+            # error status ("Payload too large"); anything else is not a refusal of these records.
+            if isinstance(exc, (ChromaError, ValueError, TypeError)) or type(exc) is Exception:
+                raise _refused(batch, exc) from exc
+            raise
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the embedded database's writer lock across several calls (e.g. add, prune, check).
+
+        Other processes' writes wait (at most ``lock_timeout``) until the block ends; reads never wait.
+        Each write takes the lock by itself anyway; in server mode this does nothing.
+        """
+        with self._writing():
+            yield
+
+    def verify(self, *, ids: Sequence[str] | None = None, full: bool = True) -> VerifyReport:
+        """Check the collection: encoder metadata intact, counts agree, every record has a readable vector
+        of the right dimension; with ``full`` also that its stored hash matches its stored content and
+        that a search with its own vector finds it. ``ids`` limits the record checks to those ids."""
+        from .kb import content_hash
+
+        problems: list[str] = []
+        with self._guard():
+            col = self._read(lambda: self._client.get_collection(self.collection_name, embedding_function=None))
+            problems += _metadata_problems(col.metadata or {}, encoder_metadata(self.encoder))
+            count = int(self._read(col.count))
+            all_ids = list(self._read(lambda: col.get(include=[]))["ids"])
+            if len(all_ids) != count or len(set(all_ids)) != len(all_ids):
+                problems.append(f"count() says {count} records but {len(set(all_ids))} distinct ids are stored")
+            wanted = list(dict.fromkeys(ids)) if ids is not None else all_ids
+            present = set(all_ids)
+            missing_ids = [i for i in wanted if i not in present]
+            if missing_ids:
+                problems.append(f"{len(missing_ids)} of the ids asked for are not stored (e.g. {missing_ids[0]!r})")
+            wanted = [i for i in wanted if i in present]
+            dim = int(self.encoder.dimension)
+            missing, bad, mismatch, unreachable = [], [], [], []
+            for start in range(0, len(wanted), self.batch_size):
+                chunk = wanted[start : start + self.batch_size]
+                vectors, unreadable = self._vectors(col, chunk)
+                missing += unreadable
+                good_ids, good_vecs = [], []
+                for rid in chunk:
+                    vec = vectors.get(rid)
+                    if vec is None:
+                        if rid not in unreadable:
+                            missing.append(rid)
+                        continue
+                    vec = np.asarray(vec, dtype=np.float32)
+                    if vec.shape != (dim,) or not np.isfinite(vec).all() or not np.any(vec):
+                        bad.append(rid)
+                    else:
+                        good_ids.append(rid)
+                        good_vecs.append(vec)
+                if not full:
+                    continue
+                got = self._read(lambda chunk=chunk: col.get(ids=chunk, include=["documents", "metadatas"]))
+                for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                    label, lang, user = _from_chroma_metadata(meta)
+                    if (meta or {}).get(HASH_KEY) != content_hash(doc or "", label, lang, user):
+                        mismatch.append(rid)
+                if good_vecs:
+                    res = self._read(lambda v=good_vecs: col.query(
+                        query_embeddings=np.stack(v), n_results=min(3, count), include=["distances"]))
+                    for rid, hit_ids, dists in zip(good_ids, res["ids"], res["distances"]):
+                        if rid not in hit_ids and not (dists and dists[0] <= 1e-4):
+                            unreachable.append(rid)
+        return VerifyReport(
+            location=self.location, collection=self.collection_name, count=count, checked=len(wanted),
+            problems=tuple(problems), missing_vector=tuple(missing), bad_vector=tuple(bad),
+            hash_mismatch=tuple(mismatch), unreachable=tuple(unreachable),
+        )
+
+    def _vectors(self, col: Any, ids: list[str]) -> tuple[dict[str, Any], list[str]]:
+        """Stored vectors by id, and the ids whose vector Chroma cannot read (found by bisection)."""
+        from chromadb.errors import ChromaError
+
+        try:
+            got = self._read(lambda: col.get(ids=ids, include=["embeddings"]))
+        except (ChromaError, RuntimeError):
+            if len(ids) == 1:
+                return {}, list(ids)
+            half = len(ids) // 2
+            left, bad_left = self._vectors(col, ids[:half])
+            right, bad_right = self._vectors(col, ids[half:])
+            return {**left, **right}, bad_left + bad_right
+        embs = got.get("embeddings")
+        embs = [None] * len(got["ids"]) if embs is None else embs
+        return dict(zip(got["ids"], embs)), []
+
+    def repair(self, report: VerifyReport | None = None) -> int:
+        """Re-encode and rewrite every damaged record of ``report`` (default: a fresh full :meth:`verify`)
+        from its stored text and metadata; returns how many were rewritten. The content hash is
+        recomputed from what is stored, so a later ``mlret index`` of the file replaces anything whose
+        text was damaged."""
+        with self._writing():
+            report = report if report is not None else self.verify()
+            damaged = list(report.damaged)
+            done = 0
+            for start in range(0, len(damaged), self.batch_size):
+                chunk = damaged[start : start + self.batch_size]
+                records = self.get(chunk)
+                if not records:
+                    continue
+                vectors = self.encoder.encode_documents([r.text for r in records])
+                self._write_batch(records, vectors, stale=[r.id for r in records])
+                done += len(records)
+        return done
+
     def _stored_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         with self._guard():
             for start in range(0, len(ids), self.batch_size):
-                got = self._collection.get(
-                    ids=list(ids[start : start + self.batch_size]), include=["metadatas"]
-                )
+                chunk = list(ids[start : start + self.batch_size])
+                got = self._read(lambda chunk=chunk: self._collection.get(ids=chunk, include=["metadatas"]))
                 for rid, meta in zip(got["ids"], got["metadatas"] or []):
                     out[rid] = (meta or {}).get(HASH_KEY, "")
         return out
@@ -234,14 +489,14 @@ class ChromaStore:
     def delete(self, ids: Sequence[str]) -> None:
         """Remove records by id; unknown ids are ignored."""
         ids = list(ids)
-        with self._guard():
+        with self._writing(), self._guard():
             for start in range(0, len(ids), self.batch_size):
                 self._collection.delete(ids=ids[start : start + self.batch_size])
 
     def count(self) -> int:
         """Number of records in the collection."""
         with self._guard():
-            return int(self._collection.count())
+            return int(self._read(lambda: self._collection.count()))
 
     def get(self, ids: Sequence[str]) -> list[KBRecord]:
         """The stored records with these ids, in the order asked; unknown ids are left out."""
@@ -249,8 +504,9 @@ class ChromaStore:
         found: dict[str, KBRecord] = {}
         with self._guard():
             for start in range(0, len(ids), self.batch_size):
-                got = self._collection.get(
-                    ids=ids[start : start + self.batch_size], include=["documents", "metadatas"]
+                chunk = ids[start : start + self.batch_size]
+                got = self._read(
+                    lambda chunk=chunk: self._collection.get(ids=chunk, include=["documents", "metadatas"])
                 )
                 for rid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"]):
                     label, lang, user = _from_chroma_metadata(meta)
@@ -260,7 +516,7 @@ class ChromaStore:
     def ids(self) -> list[str]:
         """All ids in the collection."""
         with self._guard():
-            return list(self._collection.get(include=[])["ids"])
+            return list(self._read(lambda: self._collection.get(include=[]))["ids"])
 
     def query(
         self, vectors: np.ndarray | Sequence[Sequence[float]], k: int = 5, where: dict[str, Any] | None = None
@@ -276,11 +532,13 @@ class ChromaStore:
         with self._guard():
             # Chroma returns fewer hits when the collection is smaller than k; no count() round trip,
             # which costs more than the search itself at 100k records.
-            res = self._collection.query(
-                query_embeddings=vectors,
-                n_results=k,
-                where=where,
-                include=["documents", "metadatas", "distances"],
+            res = self._read(
+                lambda: self._collection.query(
+                    query_embeddings=vectors,
+                    n_results=k,
+                    where=where,
+                    include=["documents", "metadatas", "distances"],
+                )
             )
         out = []
         for ids, docs, metas, dists in zip(res["ids"], res["documents"], res["metadatas"], res["distances"]):
@@ -304,8 +562,15 @@ def open_client(
     host: str | None = None,
     port: int | None = None,
     auth_token: str | None = None,
+    timeout: float | None = None,
+    connect_timeout: float | None = None,
 ) -> tuple[Any, str]:
-    """A Chroma client and a location string (``embedded:<path>`` or ``host:port``) for messages."""
+    """A Chroma client and a location string (``embedded:<path>`` or ``host:port``) for messages.
+
+    A server client gets ``timeout`` / ``connect_timeout`` (see :class:`ChromaStore`) on its HTTP session;
+    the server is asked for a heartbeat with those limits first, because chromadb's ``HttpClient``
+    already talks to the server while it is constructed, before any timeout can be set.
+    """
     import chromadb
     from chromadb.config import Settings
 
@@ -325,9 +590,19 @@ def open_client(
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
     location = f"{host}:{port}"
     headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else None
+    read_s, connect_s = _timeouts(timeout, connect_timeout)
+    import httpx
+
+    limits = httpx.Timeout(read_s, connect=connect_s)
     try:
-        with connection_errors(location, remote=True):
+        with connection_errors(location, remote=True, timeout=read_s):
+            _preflight(host, port, headers, limits)
             client = chromadb.HttpClient(host=host, port=port, headers=headers, settings=settings)
+            session = getattr(getattr(client, "_server", None), "_session", None)
+            if isinstance(session, httpx.Client):
+                session.timeout = limits
+            else:  # a chromadb that builds its session differently: say so rather than hang silently
+                logger.warning("cannot set timeouts on this chromadb's HTTP client; a frozen server may hang")
             client.heartbeat()
     except StoreConnectionError:
         raise
@@ -337,8 +612,65 @@ def open_client(
     return client, location
 
 
+def _timeouts(timeout: float | None, connect_timeout: float | None) -> tuple[float, float]:
+    """(read, connect) seconds: the arguments, else ``$MLRET_CHROMA_TIMEOUT`` / ``..._CONNECT_TIMEOUT``, else defaults."""
+    out = []
+    for value, env, default, name in (
+        (timeout, "MLRET_CHROMA_TIMEOUT", DEFAULT_TIMEOUT, "timeout"),
+        (connect_timeout, "MLRET_CHROMA_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, "connect_timeout"),
+    ):
+        if value is None and os.environ.get(env):
+            try:
+                value = float(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env} must be a number of seconds, got {os.environ[env]!r}") from None
+            name = env
+        if value is None:
+            value = default
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        out.append(float(value))
+    return out[0], out[1]
+
+
+def _preflight(host: str, port: int, headers: Mapping[str, str] | None, limits: Any) -> None:
+    """One heartbeat with timeouts, so that a frozen server fails here instead of hanging the client."""
+    import httpx
+
+    url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    httpx.get(f"http://{url_host}:{port}/api/v2/heartbeat", headers=headers, timeout=limits)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A dropped, reset or refused connection: worth another try. Timeouts and refusals are not."""
+    import httpx
+
+    return isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
+
+
+def _one_line(exc: BaseException | None) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def _refused(batch: Sequence[KBRecord], exc: BaseException) -> KnowledgeBaseError:
+    """The store's refusal of a batch, named by the record it concerns (its file:line when known)."""
+    detail = _one_line(exc)
+    found = re.search(r"at index (\d+)", detail)
+    index = int(found.group(1)) if found else (0 if len(batch) == 1 else None)
+    if index is not None and 0 <= index < len(batch):
+        rec = batch[index]
+        detail = re.sub(r"\s*at index \d+", "", detail)
+        where = record_source(rec) or f"record {rec.id!r}"
+        return KnowledgeBaseError(f"{where}: Chroma refused record {rec.id!r}: {detail}")
+    first, last = batch[0], batch[-1]
+    return KnowledgeBaseError(
+        f"{record_source(first) or repr(first.id)} .. {record_source(last) or repr(last.id)}: Chroma refused a batch of "
+        f"{len(batch)} records (ids {first.id!r} .. {last.id!r}): {detail}"
+    )
+
+
 @contextlib.contextmanager
-def connection_errors(location: str, *, remote: bool) -> Iterator[None]:
+def connection_errors(location: str, *, remote: bool, timeout: float | None = None) -> Iterator[None]:
     """Re-raise a server client's connection failures as :class:`StoreConnectionError` naming ``location``."""
     if not remote:
         yield
@@ -348,6 +680,13 @@ def connection_errors(location: str, *, remote: bool) -> Iterator[None]:
 
     try:
         yield
+    except httpx.TimeoutException as exc:
+        kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
+        limit = f" within {timeout:g}s" if timeout and not isinstance(exc, httpx.ConnectTimeout) else ""
+        raise StoreTimeoutError(
+            f"could not {kind} the Chroma server at {location}{limit} ({type(exc).__name__}); it may be frozen "
+            "or overloaded; raise the limit with --timeout or MLRET_CHROMA_TIMEOUT"
+        ) from exc
     except httpx.TransportError as exc:
         raise StoreConnectionError(f"cannot reach the Chroma server at {location}: {exc}") from exc
     except (AuthorizationError, ChromaAuthError) as exc:
@@ -408,6 +747,26 @@ def check_collection(col: Any, wanted: Mapping[str, Any], *, where: str) -> None
         )
 
 
+def _metadata_problems(meta: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a collection's recorded encoder metadata (empty when intact)."""
+    out = []
+    for key in ("mlret_encoder", "mlret_fingerprint", "mlret_dimension", "mlret_prompts"):
+        if key not in meta:
+            out.append(f"collection metadata lacks {key!r}")
+    if "mlret_fingerprint" in meta and meta["mlret_fingerprint"] != wanted["mlret_fingerprint"]:
+        out.append(f"collection fingerprint {meta['mlret_fingerprint']} differs from the encoder's {wanted['mlret_fingerprint']}")
+    if "mlret_dimension" in meta and meta["mlret_dimension"] != wanted["mlret_dimension"]:
+        out.append(f"collection dimension {meta['mlret_dimension']!r} differs from the encoder's {wanted['mlret_dimension']}")
+    if "mlret_prompts" in meta:
+        try:
+            prompts = json.loads(meta["mlret_prompts"])
+        except (TypeError, ValueError):
+            prompts = None
+        if not isinstance(prompts, dict):
+            out.append("collection metadata 'mlret_prompts' is not a JSON object")
+    return out
+
+
 def read_collection_info(
     *,
     path: str | os.PathLike[str] | None = None,
@@ -425,7 +784,7 @@ def read_collection_info(
             return None
     client, location = open_client(path=path, host=host, port=port, auth_token=auth_token)
     try:
-        with connection_errors(location, remote=host is not None):
+        with connection_errors(location, remote=host is not None, timeout=_timeouts(None, None)[0]):
             try:
                 col = client.get_collection(collection, embedding_function=None)
             except (NotFoundError, ValueError):
