@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 
 from . import eval_command, finetune_command, store_commands  # noqa: F401  (they register subcommands)
+from . import check_command  # noqa: F401,E402  (registers `mlret check`)
 
 
 def main() -> None:
