@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,9 @@ CHUNK_LONG_HELP = "With --kb: split records longer than the encoder's window int
 TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
 
 TOKEN_OPTION = typer.Option("--auth-token", envvar="MLRET_CHROMA_TOKEN", help=TOKEN_HELP)
+TIMEOUT_HELP = "Server mode: seconds to wait for each answer of the Chroma server (default 60)."
+TIMEOUT_OPTION = typer.Option("--timeout", envvar="MLRET_CHROMA_TIMEOUT", min=0.001, help=TIMEOUT_HELP)
+LOCK_TIMEOUT_HELP = "Embedded mode: seconds to wait while another process writes to the same --db (default 30)."
 
 
 @contextlib.contextmanager
@@ -75,6 +79,8 @@ def index_command(
     overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help=OVERLAP_HELP)] = None,
     chunk_long: Annotated[bool, typer.Option("--chunk-long", help=CHUNK_LONG_HELP)] = False,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
+    timeout: Annotated[float | None, TIMEOUT_OPTION] = None,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help=LOCK_TIMEOUT_HELP)] = 30.0,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
     """Index a knowledge base (--kb) or documents (--docs): encode only new or changed records; safe to
@@ -101,6 +107,8 @@ def index_command(
             auth_token=auth_token,
             batch_size=batch_size,
             show_progress_bar=not quiet,
+            timeout=timeout,
+            lock_timeout=lock_timeout,
             **where,
         )
         if docs is not None:
@@ -118,11 +126,15 @@ def index_command(
             store.delete(stale)
             pruned = len(stale)
         total = store.count()
+        check = store.verify(ids=[r.id for r in records], full=False)  # cheap: counts, metadata, vectors
     typer.echo(
         f"indexed {len(records)} records from {kb} into {store.location} collection {collection!r}: "
         f"encoded {result.encoded} (added {result.added}, updated {result.updated}), "
         f"unchanged {result.unchanged}" + (f", pruned {pruned}" if prune else "") + f"; {total} stored"
     )
+    if not check.ok:
+        typer.echo(f"damage found: {check.summary()}; run `mlret check --repair` with the same --db/--host", err=True)
+        raise typer.Exit(1)
 
 
 def _long_records(records: list, encoder: object, *, chunk_long: bool, chunk_tokens: int,
@@ -195,11 +207,14 @@ def query_command(
     ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
+    timeout: Annotated[float | None, TIMEOUT_OPTION] = None,
 ) -> None:
     """Retrieve the best knowledge-base entries for a question (score = cosine similarity)."""
     from ..retriever import MultilingualRetriever
 
     where = _where(db, host, port)
+    if timeout is not None:  # read by the store when the retriever opens it
+        os.environ["MLRET_CHROMA_TIMEOUT"] = str(timeout)
     if db is not None and not db.is_dir():
         raise MlretError(
             f"no database at {db}; index a knowledge base first (mlret index --kb FILE --db {db})"
