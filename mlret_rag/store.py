@@ -199,7 +199,8 @@ class ChromaStore:
         self._col: Any = None
         self._created = False  # this store created the collection (dropped again if the first add fails)
         self._client, self.location = open_client(
-            path=path, host=host, port=port, auth_token=auth_token, timeout=timeout, connect_timeout=connect_timeout
+            path=path, host=host, port=port, auth_token=auth_token, timeout=timeout,
+            connect_timeout=connect_timeout, retries=retries,
         )
         self.timeout = _timeouts(timeout, connect_timeout)[0] if self._remote else None
         self._writer = None
@@ -254,19 +255,7 @@ class ChromaStore:
         """Run an idempotent call, retried with backoff when a server connection drops or is refused."""
         if not self._remote or self.retries == 0:
             return call()
-        import tenacity
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retries + 1),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
-            retry=tenacity.retry_if_exception(_transient),
-            before_sleep=lambda state: logger.warning(
-                "Chroma server at %s: %s; retrying (%d of %d)",
-                self.location, _one_line(state.outcome.exception()), state.attempt_number, self.retries,
-            ),
-            reraise=True,
-        )
-        return retrying(call)
+        return _retrying(self.retries, self.location)(call)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -564,6 +553,7 @@ def open_client(
     auth_token: str | None = None,
     timeout: float | None = None,
     connect_timeout: float | None = None,
+    retries: int = DEFAULT_RETRIES,
 ) -> tuple[Any, str]:
     """A Chroma client and a location string (``embedded:<path>`` or ``host:port``) for messages.
 
@@ -596,7 +586,7 @@ def open_client(
     limits = httpx.Timeout(read_s, connect=connect_s)
     try:
         with connection_errors(location, remote=True, timeout=read_s):
-            _preflight(host, port, headers, limits)
+            _retrying(retries, location)(_preflight, host, port, headers, limits)
             client = chromadb.HttpClient(host=host, port=port, headers=headers, settings=settings)
             session = getattr(getattr(client, "_server", None), "_session", None)
             if isinstance(session, httpx.Client):
@@ -639,6 +629,22 @@ def _preflight(host: str, port: int, headers: Mapping[str, str] | None, limits: 
 
     url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
     httpx.get(f"http://{url_host}:{port}/api/v2/heartbeat", headers=headers, timeout=limits)
+
+
+def _retrying(retries: int, location: str) -> Any:
+    """A tenacity policy: ``retries`` more tries after a transient connection failure, backing off."""
+    import tenacity
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(retries + 1),
+        wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
+        retry=tenacity.retry_if_exception(_transient),
+        before_sleep=lambda state: logger.warning(
+            "Chroma server at %s: %s; retrying (%d of %d)",
+            location, _one_line(state.outcome.exception()), state.attempt_number, retries,
+        ),
+        reraise=True,
+    )
 
 
 def _transient(exc: BaseException) -> bool:
