@@ -130,10 +130,10 @@ def markdown(report: dict) -> str:
     head = ("| chunk tokens | chunks | chunking docs/s | chunking chunks/s | indexing docs/s | indexing chunks/s | "
             + " | ".join(f"MRR {lang}" for lang in langs) + " | MRR non-en mean |")
     lines = [
-        f"Documents benchmark: {len(report['sizes'][0:1]) and report['sizes'][0]['documents']} English chapters "
-        f"(books {', '.join(map(str, report['books']))}) as Markdown files, {report['model']} ({report['backend']}), "
-        f"{report['machine']}; {report['sizes'][0]['n_questions_per_language']} single-verse questions per "
-        "language (en-bbe = English paraphrase); overlap = chunk tokens / 8.",
+        (f"Documents benchmark: {report['sizes'][0]['documents']} English chapters "
+         f"(books {', '.join(map(str, report['books']))}) as Markdown files, {report['model']} "
+         f"({report['backend']}), {report['machine']}; {report['sizes'][0]['n_questions_per_language']} "
+         "single-verse questions per language (en-bbe = English paraphrase); overlap = chunk tokens / 8."),
         "",
         head,
         "|" + "---|" * (7 + len(langs)),

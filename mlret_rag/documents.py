@@ -485,12 +485,13 @@ def _is_setext_underline(rest: str) -> bool:
 
 
 # HTML ------------------------------------------------------------------------------------------------
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote dd details dialog div dl dt fieldset figcaption figure footer form "
-    "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section summary table tbody td tfoot th thead tr ul "
-    "caption".split()
-)
-_SKIP_TAGS = frozenset("script style noscript template svg head iframe object canvas nav".split())
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "caption", "dd", "details", "dialog", "div", "dl", "dt",
+    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr",
+    "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th",
+    "thead", "tr", "ul",
+})
+_SKIP_TAGS = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe", "object", "canvas", "nav"})
 
 
 class _HTMLText(html.parser.HTMLParser):

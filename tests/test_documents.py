@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -153,7 +154,7 @@ def test_no_overlap_tiles_the_text(tmp_path):
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     loaded = load_documents(tmp_path, chunk_tokens=40, overlap_tokens=0)
     spans = [(r.metadata["start"], r.metadata["end"]) for r in loaded.records]
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
     assert " ".join(r.text for r in loaded.records) == text
 
 
