@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import (
+    DiskFullError,
     EncoderMismatchError,
     KnowledgeBaseError,
     MlretError,
@@ -263,7 +264,13 @@ class ChromaStore:
         if self._closed:
             raise StoreClosedError(f"this store ({self.location}, collection {self.collection_name!r}) is closed")
         with connection_errors(self.location, remote=self._remote, timeout=getattr(self, "timeout", None)):
-            yield
+            try:
+                yield
+            except Exception as exc:
+                full = None if self._remote else disk_full_error(Path(self.location[len("embedded:") :]), exc)
+                if full is not None:
+                    raise full from exc
+                raise
 
     def close(self) -> None:
         """Release the Chroma client (for an embedded database, its SQLite and index files); idempotent.
@@ -352,7 +359,7 @@ class ChromaStore:
                     documents=[r.text for r in batch],
                     metadatas=[_to_chroma_metadata(r) for r in batch],
                 )
-        except MlretError:
+        except MlretError:  # includes DiskFullError from the guard
             raise
         except Exception as exc:
             # chromadb raises its own errors, ValueError/TypeError, or a bare Exception for an HTTP
@@ -645,6 +652,40 @@ def _retrying(retries: int, location: str) -> Any:
         ),
         reraise=True,
     )
+
+
+_DISK_FULL = re.compile(r"disk is full|no space left|ENOSPC|code: 13\b|quota exceeded", re.IGNORECASE)
+_LOW_SPACE = 64 << 20  # below this much free space an unexplained write failure is put down to space
+
+
+def disk_full_error(folder: Path, exc: BaseException) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming ``folder`` and its free space when ``exc`` means the disk is full
+    (SQLite's "database or disk is full", ENOSPC, or a failed write with almost no space left)."""
+    import errno
+    import shutil
+
+    detail = _one_line(exc)
+    says_full = bool(_DISK_FULL.search(detail)) or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        usage = None
+    low = usage is not None and usage.free < _LOW_SPACE and ("compaction" in detail or "apply logs" in detail)
+    if not (says_full or low):
+        return None
+    space = f"{_size(usage.free)} free of {_size(usage.total)}" if usage is not None else "free space unknown"
+    return DiskFullError(
+        f"the file system of {folder} is full ({space}); what was committed stays stored: free some space "
+        f"and run the same command again (chroma: {detail})"
+    )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _transient(exc: BaseException) -> bool:

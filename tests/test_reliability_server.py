@@ -108,7 +108,7 @@ class DroppingProxy:
         self.sock.close()
 
 
-def test_dropped_connections_are_retried_with_backoff(encoder, chroma_server_address, caplog):
+def test_dropped_connections_are_retried_with_backoff(encoder, chroma_server_address, caplog):  # noqa: F811
     proxy = DroppingProxy(chroma_server_address, drop=2)
     try:
         start = time.monotonic()

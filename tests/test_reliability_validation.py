@@ -124,7 +124,7 @@ def test_a_store_side_refusal_names_the_record_and_leaves_no_empty_collection(en
 
 
 def test_a_server_refusal_names_file_and_line_and_a_failed_first_run_leaves_nothing(
-    encoder, tmp_path, chroma_server_address
+    encoder, tmp_path, chroma_server_address  # noqa: F811
 ):
     """A real `chroma run` refuses request bodies over its payload limit (a 41 MiB metadata value)."""
     host, port = chroma_server_address

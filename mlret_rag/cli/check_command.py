@@ -12,7 +12,15 @@ import typer
 from ..errors import MlretError
 from . import app
 from ._common import BACKEND_HELP, one_line_errors
-from .store_commands import COLLECTION_HELP, DB_HELP, HOST_HELP, PORT_HELP, TOKEN_OPTION, _library_errors, _where
+from .store_commands import (
+    COLLECTION_HELP,
+    DB_HELP,
+    HOST_HELP,
+    PORT_HELP,
+    TOKEN_OPTION,
+    _library_errors,
+    _where,
+)
 
 
 @app.command("check")
