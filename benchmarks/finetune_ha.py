@@ -28,6 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS: dict[str, tuple[dict, str]] = {
     "default": ({}, "no tuning flags: weighted negatives, lr 5e-5, up to 5 epochs chosen on a 15 % dev split"),
     "standard": ({"negatives": "standard"}, "the same with uniform negatives"),
+    "interpolate": ({"interpolate": True}, "the default plus a base/tuned weight mix chosen on dev"),
     "old-default": ({"epochs": 1, "learning_rate": 2e-5, "dev_share": 0}, "the previous default: 1 epoch, lr 2e-5"),
 }
 MIN_QUERIES = 100

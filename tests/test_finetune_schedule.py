@@ -23,13 +23,16 @@ QUICK = {"batch_size": 16, "seed": 0, "show_progress_bar": False}
 def test_the_saved_weights_are_the_best_dev_epoch(tmp_path):
     kb, dev = load_demo_kb(), load_demo_questions()
     result = finetune(kb, load_queries(demo_train_questions_path()), out=tmp_path / "m", dev_queries=dev,
-                      epochs=2, patience=2, learning_rate=1e-4, **QUICK)
+                      epochs=2, patience=2, learning_rate=1e-4, interpolate=True, **QUICK)
     sel = result.selection
     scores = [p["dev_score"] for p in sel["curve"]]
     assert [p["epoch"] for p in sel["curve"]] == [0, 1, 2] and sel["stopped"] == "epochs"
-    assert sel["chosen_epoch"] == int(np.argmax(scores)) and sel["chosen_dev_score"] == pytest.approx(max(scores))
+    assert sel["chosen_epoch"] == int(np.argmax(scores)) > 0
+    mixes = sel["interpolation"]["dev_score_by_alpha"]
+    assert set(mixes) == {"0.25", "0.5", "0.75", "1.0"} and mixes["1.0"] == pytest.approx(max(scores))
+    assert sel["chosen_dev_score"] == pytest.approx(max(mixes.values()))
     reloaded = dev_score(evaluate(MultilingualEncoder(result.out, backend="torch"), kb, dev))
-    assert reloaded == pytest.approx(max(scores), abs=2e-4)  # the kept epoch, not the last one
+    assert reloaded == pytest.approx(sel["chosen_dev_score"], abs=2e-4)  # what was chosen, not the last epoch
     assert set(sel["dev_languages"]) == {q.lang for q in dev}
     card = read_card(result.out)
     assert card["selection"]["curve"] == sel["curve"] and "your dev queries (27)" in card["selection"]["on"]

@@ -63,6 +63,8 @@ def finetune_command(
         ">= 20 queries].", rich_help_panel=_DEV)] = None,
     patience: Annotated[int, typer.Option("--patience", help="Epochs without a better dev score before stopping.",
                                           rich_help_panel=_DEV)] = 2,
+    interpolate: Annotated[bool, typer.Option(
+        "--interpolate", help="Also try base/tuned weight mixes on dev and keep the best.", rich_help_panel=_DEV)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
@@ -81,7 +83,7 @@ def finetune_command(
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, batch_size=batch_size,
         max_seq_length=max_seq_length, max_steps=max_steps, max_seconds=max_seconds,
         freeze_embeddings=freeze_embeddings, seed=seed, dev_queries=dev_records, dev_share=dev_share,
-        patience=patience, overwrite=overwrite, show_progress_bar=not quiet,
+        patience=patience, interpolate=interpolate, overwrite=overwrite, show_progress_bar=not quiet,
     )
     typer.echo(summary_lines(result))
 
@@ -105,6 +107,8 @@ def summary_lines(result: Any) -> str:
         lines.append("dev curve: " + ", ".join(
             f"{'base' if p['epoch'] == 0 else 'epoch ' + str(p['epoch'])} {p['dev_score']:.4f}" for p in sel["curve"]))
         chosen = "the base weights (no epoch beat them)" if sel["chosen_epoch"] == 0 else f"epoch {sel['chosen_epoch']}"
+        mix = sel.get("interpolation", {}).get("chosen_alpha", 1.0)
+        chosen += "" if mix == 1.0 else f", mixed with the base weights at {mix}"
         lines.append(f"kept {chosen}: dev {sel['chosen_dev_score']:.4f} vs base {sel['base_dev_score']:.4f}; "
                      f"stopped: {sel['stopped']}")
         if sel["guard"]:

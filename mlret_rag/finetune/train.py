@@ -91,6 +91,7 @@ def finetune(
     group_by: str | None = None,
     false_negative_share: float = 0.95,
     max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
+    interpolate: bool = False,
     check_memory: bool = True,
     overwrite: bool = False,
     eval_queries: Any = None,
@@ -140,6 +141,9 @@ def finetune(
         false_negative_share: ``hard`` negatives on passage KBs: drop candidates scoring above this share
             of the anchor's best relevant passage.
         max_seq_length: token cap for training texts (inference keeps the model's own window).
+        interpolate: after choosing the epoch, also try the weights ``base + a * (tuned - base)`` for
+            ``a`` in 0.25, 0.5, 0.75 and keep whichever scores best on dev (needs a dev part; off by
+            default: measured in ``benchmarks/finetune_ha.py``).
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         overwrite: replace a non-empty ``out`` folder.
         eval_queries: held-out queries; base and tuned models are evaluated and the figures go in the card.
@@ -204,7 +208,7 @@ def finetune(
         "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
         "scale": scale, "max_steps": max_steps, "max_seconds": max_seconds, "max_seq_length": max_seq_length,
         "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
-        "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
+        "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2), "interpolate": interpolate,
     }
     sampling = EpochExamples(data, negatives, k, temperature, seed, label_descriptions, similarity, false_negative_share)
     run = _train(encoder, sampling, dev, config, show_progress_bar)
@@ -371,6 +375,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     if dev is not None:
         base_report = best_report = _evaluate(encoder, dev.index, dev.queries)
         best_score, best_weights = dev_score(base_report), _snapshot(trainable)
+        base_weights = best_weights
         curve.append(_point(0, 0, base_report))
         _say(show_progress_bar, f"dev before training: {best_score:.4f} ({len(dev.queries)} queries)")
     losses: list[tuple[float, int]] = []
@@ -414,6 +419,9 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
                                  "seconds_per_step": round(train_seconds / max(1, steps), 3)}
     if dev is not None:
         _restore(best_weights, trainable)
+        if config["interpolate"] and best_epoch > 0:
+            best_score, best_report, selection["interpolation"] = _interpolate(
+                encoder, dev, trainable, base_weights, best_weights, best_score, best_report)
         selection.update(
             chosen_epoch=best_epoch, chosen_dev_score=round(best_score, 6), base_dev_score=curve[0]["dev_score"],
             curve=curve, dev_languages={lang: m["n_queries"] for lang, m in base_report["per_language"].items()},
@@ -423,6 +431,20 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
             logger.warning("no epoch beat the base model on the dev queries; the base weights are kept")
     loss = sum(v * n for v, n in losses) / sum(n for _, n in losses) if losses else None
     return _Run(train_loss=loss, steps=steps, first_examples=first, selection=selection)
+
+
+def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
+                 report: dict[str, Any]) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """WiSE-FT style: try ``base + a * (tuned - base)`` on dev, keep the best (``a = 1`` is the tuned model)."""
+    tried, best_alpha = {"1.0": round(score, 6)}, 1.0
+    for alpha in (0.25, 0.5, 0.75):
+        _restore([b + alpha * (t - b) for b, t in zip(base, tuned)], trainable)
+        candidate = _evaluate(encoder, dev.index, dev.queries)
+        tried[str(alpha)] = round(dev_score(candidate), 6)
+        if dev_score(candidate) > score + 1e-9:
+            score, report, best_alpha = dev_score(candidate), candidate, alpha
+    _restore([b + best_alpha * (t - b) for b, t in zip(base, tuned)], trainable)
+    return score, report, {"dev_score_by_alpha": tried, "chosen_alpha": best_alpha}
 
 
 def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch: int, steps: int, optimizer,
