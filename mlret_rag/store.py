@@ -321,9 +321,9 @@ class ChromaStore:
         """After a failed first run, remove the collection this store created if nothing was committed."""
         if not self._created or self._col is None:
             return
-        with contextlib.suppress(Exception):
-            if int(self._col.count()) == 0:
-                self._client.delete_collection(self.collection_name)
+        with contextlib.suppress(Exception):  # the server may have dropped the connection: retried reads
+            if int(self._read(self._col.count)) == 0:
+                self._read(lambda: self._client.delete_collection(self.collection_name))
                 self._col = None
                 self._created = False
 
