@@ -39,6 +39,7 @@ DEFAULT_EPOCHS = 5
 DEFAULT_LEARNING_RATE = 5e-5
 DEFAULT_PATIENCE = 2
 DEFAULT_MAX_SEQ_LENGTH = 256
+MAX_WEIGHTED_LABELS = 20_000  # label (or passage) similarity matrix of at most 3.2 GB in float64
 
 
 class OutputExistsError(MlretError, FileExistsError):
@@ -180,6 +181,13 @@ def finetune(
     batch = batch_size if batch_size is not None else (8 if data.passages else 32)
     if similarity != "centroid" and data.passages:
         raise ValueError(f"similarity={similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
+    if interpolate and dev is None:
+        raise ValueError("interpolate=True chooses the mix on dev data: give dev_queries or a dev_share that gives a dev part")
+    if negatives == "weighted" and len(data.labels) > MAX_WEIGHTED_LABELS:
+        raise ValueError(
+            f"weighted sampling keeps a {len(data.labels)} x {len(data.labels)} similarity matrix; above "
+            f"{MAX_WEIGHTED_LABELS} passages use group_by (e.g. a document id), or negatives='standard' / 'hard'"
+        )
 
     import transformers
 
