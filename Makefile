@@ -33,6 +33,9 @@ bench: install
 	$(PY) benchmarks/encode_speed.py
 	$(PY) benchmarks/retrieve_speed.py
 	$(PY) benchmarks/quality_ha.py
+	$(PY) benchmarks/finetune_ha.py
+	$(PY) benchmarks/finetune_passages.py
+	$(PY) benchmarks/documents.py
 
 lint: install
 	$(VENV)/bin/ruff check mlret_rag tests benchmarks integrations
