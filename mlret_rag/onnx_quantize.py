@@ -29,9 +29,9 @@ def quantize_int8(model: Any, calibration_feeds: Iterable[dict[str, np.ndarray]]
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    smoothed, keep_fp32 = _split_weighted_nodes(model)
-    maxima = _input_channel_maxima(model, sorted({node.input[0] for node in smoothed}), calibration_feeds)
-    _insert_smoothing(model, smoothed, maxima, alpha)
+    smoothed, keep_fp32 = split_weighted_nodes(model)
+    maxima = input_channel_maxima(model, sorted({node.input[0] for node in smoothed}), calibration_feeds)
+    insert_smoothing(model, smoothed, maxima, alpha)
     with tempfile.TemporaryDirectory() as tmp, _no_root_warnings():
         out = Path(tmp) / "int8.onnx"
         quantize_dynamic(
@@ -42,7 +42,7 @@ def quantize_int8(model: Any, calibration_feeds: Iterable[dict[str, np.ndarray]]
         return out.read_bytes()
 
 
-def _split_weighted_nodes(model: Any) -> tuple[list[Any], list[Any]]:
+def split_weighted_nodes(model: Any) -> tuple[list[Any], list[Any]]:
     """MatMul/Attention nodes with a 2-D weight: the ones to smooth and quantise, the FFN down-projections."""
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
     smoothed, keep_fp32 = [], []
@@ -56,7 +56,7 @@ def _split_weighted_nodes(model: Any) -> tuple[list[Any], list[Any]]:
     return smoothed, keep_fp32
 
 
-def _input_channel_maxima(model: Any, names: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def input_channel_maxima(model: Any, names: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Largest absolute value of each channel of the tensors ``names`` over the calibration inputs."""
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -80,7 +80,7 @@ def _input_channel_maxima(model: Any, names: list[str], feeds: Iterable[dict[str
     return maxima
 
 
-def _insert_smoothing(model: Any, nodes: list[Any], maxima: dict[str, np.ndarray], alpha: float) -> None:
+def insert_smoothing(model: Any, nodes: list[Any], maxima: dict[str, np.ndarray], alpha: float) -> None:
     """Put ``x * (1/s)`` before each node and scale its weight rows by ``s``."""
     from onnx import helper, numpy_helper
 

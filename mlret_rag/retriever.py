@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ._identity import recorded_model
 from .store import DEFAULT_COLLECTION, ChromaStore, Hit, read_collection_info
+
+__all__ = ["MultilingualRetriever", "cap_per_document", "recorded_model"]  # recorded_model: see _identity
 
 
 class MultilingualRetriever:
@@ -139,20 +142,6 @@ class MultilingualRetriever:
 
     def __repr__(self) -> str:
         return f"MultilingualRetriever({self.store!r})"
-
-
-def recorded_model(info: dict[str, Any]) -> str | None:
-    """The model to reopen a collection with: its recorded local folder if still there, else its name;
-    ``None`` (the bundled model) when nothing usable is recorded."""
-    from .bundled import BUNDLED_MODEL_NAME
-
-    name = info.get("encoder")
-    folder = info.get("model_path")
-    if not name or name == BUNDLED_MODEL_NAME:
-        return None
-    if folder and os.path.isdir(folder):
-        return folder
-    return name
 
 
 def cap_per_document(hits: list[Hit], cap: int) -> list[Hit]:

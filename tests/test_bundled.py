@@ -74,13 +74,13 @@ def _copy_cache(encoder, home: Path) -> Path:
 def test_truncated_cache_file_is_detected_and_rebuilt(encoder, tmp_path, monkeypatch):
     monkeypatch.setenv("MLRET_HOME", str(tmp_path))
     folder = _copy_cache(encoder, tmp_path)
-    assert bundled._is_valid(folder)
+    assert bundled.is_valid(folder)
     weights = folder / "model.safetensors"
     with open(weights, "r+b") as fh:
         fh.truncate(weights.stat().st_size // 2)
-    assert not bundled._is_valid(folder)
+    assert not bundled.is_valid(folder)
     assert bundled.ensure_bundled_model() == folder
-    assert bundled._is_valid(folder)
+    assert bundled.is_valid(folder)
     assert weights.stat().st_size == (encoder.model_path / "model.safetensors").stat().st_size
     original = json.loads((encoder.model_path / bundled.MANIFEST).read_text())["sha256"]
     assert bundled.read_manifest(folder)["sha256"] == original  # conversion is deterministic
@@ -95,7 +95,7 @@ def test_two_processes_converting_at_once_end_with_one_valid_folder(tmp_path):
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1]
     folder = Path(outputs[0])
-    assert bundled._is_valid(folder)
+    assert bundled.is_valid(folder)
     leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
     assert leftovers == []
     assert [p.name for p in folder.parent.iterdir() if not p.name.startswith(".") and not p.name.endswith(".lock")] == [folder.name]

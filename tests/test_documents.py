@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+from support import pdf_bytes
 
 from mlret_rag import load_documents
 from mlret_rag.documents import DocumentError, token_counter
@@ -39,32 +40,6 @@ SHIPPING = (
     "<h2>Tracking</h2><ul><li>Open My orders.</li><li>Click Track parcel.</li></ul>"
     "<script>var tracking = 1;</script></body></html>"
 )
-
-
-def pdf_bytes(pages: list[str | None]) -> bytes:
-    """A minimal valid PDF with one Helvetica text block per page (``None``: a page without text)."""
-    objects = {1: "<< /Type /Catalog /Pages 2 0 R >>",
-               3: "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"}
-    kids = []
-    for i, text in enumerate(pages):
-        page, content = 4 + 2 * i, 5 + 2 * i
-        kids.append(f"{page} 0 R")
-        lines = (text or "").replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)").split("\n")
-        stream = "BT /F1 11 Tf 72 720 Td 14 TL " + " ".join(f"({line}) Tj T*" for line in lines) + " ET" \
-            if text else "0 0 m 10 10 l S"
-        objects[page] = (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                         f"/Resources << /Font << /F1 3 0 R >> >> /Contents {content} 0 R >>")
-        objects[content] = f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream"
-    objects[2] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
-    out, offsets = b"%PDF-1.4\n", []
-    for num in sorted(objects):
-        offsets.append(len(out))
-        out += f"{num} 0 obj\n{objects[num]}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -220,7 +220,7 @@ def mlret(*args: str):
 
 
 def test_cli_index_docs_then_query_per_document(tmp_path, folder):
-    from test_documents import pdf_bytes
+    from support import pdf_bytes
 
     (folder / "manual.pdf").write_bytes(pdf_bytes(["Warranty\nThe warranty lasts two years."]))
     (folder / "scan.pdf").write_bytes(pdf_bytes([None]))

@@ -211,6 +211,7 @@ def test_automatic_backend_falls_back_to_torch_for_models_onnx_cannot_run(encode
     config.write_text(json.dumps(pooling))
     auto = MultilingualEncoder(copy)
     assert auto.backend == "torch"
+    assert auto.engine_info.reason.startswith("default: the ONNX backend cannot run this model (")
     assert auto.encode_queries(["hola"]).shape == (1, 384)
     with pytest.raises(OnnxBackendError):
         MultilingualEncoder(copy, backend="onnx")

@@ -1,0 +1,82 @@
+"""The core's import graph has floors: no module imports one on a higher floor, and there is no circle.
+
+records -> encoder/engines -> store -> retriever/documents -> finetune/evaluate/datasets -> demo/CLI.
+Imports are read from the source (also those inside functions), so a lazy import cannot hide a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mlret_rag
+
+PACKAGE = Path(mlret_rag.__file__).parent
+FLOORS = [
+    ("records", {"errors", "kb", "_atomic", "_hashing", "_quiet", "cache", "_writelock"}),
+    ("encoder/engines", {"bundled", "_identity", "onnx_quantize", "onnx_backend", "engines", "encoder"}),
+    ("store", {"store"}),
+    ("retriever", {"retriever", "documents"}),
+    ("finetune/evaluate", {"finetune", "evaluate", "datasets"}),
+    ("demo/CLI", {"demo", "cli", "testing", "__init__"}),
+]
+
+
+def _floor(module: str) -> int:
+    top = module.split(".")[0]
+    for level, (_, names) in enumerate(FLOORS):
+        if top in names:
+            return level
+    raise AssertionError(f"mlret_rag.{module} has no floor in {__name__}.FLOORS; add it")
+
+
+def _imports() -> dict[str, set[str]]:
+    """``{module: {imported module}}`` for every module of the package, names relative to it."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+        name = ".".join(parts if parts[-1] != "__init__" else parts[:-1] or ["__init__"])
+        modules[name] = (path, package)
+    graph: dict[str, set[str]] = {}
+    for name, (path, package) in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                candidates = [target, *(f"{target}.{alias.name}" if target else alias.name for alias in node.names)]
+                found |= {c for c in candidates if c in modules and c != name}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlret_rag."):
+                found |= {node.module.removeprefix("mlret_rag.")} & set(modules)
+        graph[name] = found
+    return graph
+
+
+def test_no_module_imports_a_higher_floor():
+    upward = [
+        f"mlret_rag.{m} ({FLOORS[_floor(m)][0]}) imports mlret_rag.{t} ({FLOORS[_floor(t)][0]})"
+        for m, targets in _imports().items() for t in targets if _floor(t) > _floor(m)
+    ]
+    assert upward == []
+
+
+def test_no_import_circle_outside_the_cli():
+    """The CLI's subcommand modules register on the app its ``__init__`` creates (typer's pattern)."""
+    graph = _imports()
+    circles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in path:
+                circle = path[path.index(target):] + [target]
+                if not all(m.startswith("cli") for m in circle):
+                    circles.append(" -> ".join(circle))
+            elif target not in done:
+                visit(target, [*path, target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [module])
+    assert circles == []
