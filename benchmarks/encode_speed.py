@@ -261,12 +261,9 @@ def mrr_by_backend(bench, vectors: dict) -> dict:
 
 
 def _export_record() -> dict:
-    from mlret_rag.bundled import ensure_bundled_model
-    from mlret_rag.encoder import _model_files_digest
-    from mlret_rag.onnx_backend import _read_manifest, onnx_dir_for
+    from mlret_rag import MultilingualEncoder
 
-    folder = ensure_bundled_model()
-    manifest = _read_manifest(onnx_dir_for(folder, _model_files_digest(folder)))
+    manifest = MultilingualEncoder(backend="onnx-int8").engine_info.manifest  # lists the fp32 file too
     return {name: {"seconds": f.get("seconds"), "size_mb": round(f["size"] / 2**20, 1)}
             for name, f in manifest.get("files", {}).items()}
 
