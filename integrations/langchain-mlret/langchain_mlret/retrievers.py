@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -11,6 +12,10 @@ from pydantic import ConfigDict, Field, field_validator
 
 from mlret_rag.retriever import MultilingualRetriever
 from mlret_rag.store import ChromaStore, Hit
+
+# Keywords that open a collection (``MultilingualRetriever.open``) instead of taking ``retriever=``.
+OPEN_KEYWORDS = ("model", "path", "host", "port", "collection", "auth_token", "backend", "create",
+                 "show_progress_bar")
 
 
 class MLRetRetriever(BaseRetriever):
@@ -22,8 +27,14 @@ class MLRetRetriever(BaseRetriever):
     carry their source there: ``source`` (LangChain's citation key: the file's path), ``doc_id``,
     ``title``, ``headings``, ``chunk``, ``start``, ``end`` and, for PDF, ``page``.
 
+    Give either ``retriever=`` (a core ``MultilingualRetriever`` or ``ChromaStore``) or where the
+    collection is, as keywords, the way LangChain's own vector-store retrievers are built.
+
     Args:
         retriever: a core ``MultilingualRetriever``, or a ``ChromaStore`` to search.
+        model, path, host, port, collection, auth_token, backend, create, show_progress_bar: instead of
+            ``retriever``, open a collection built by mlret-rag (e.g. ``mlret index``) with
+            ``MultilingualRetriever.open`` (``model=None``: the model the collection records).
         k: number of documents to return (also accepted by ``invoke(query, k=...)``).
         where: a Chroma metadata filter on ``label``, ``lang`` or the records' metadata
             (also accepted by ``invoke``).
@@ -35,7 +46,7 @@ class MLRetRetriever(BaseRetriever):
 
             from langchain_mlret import MLRetRetriever
 
-            retriever = MLRetRetriever.open(path="kb-db", collection="mlret", k=3)
+            retriever = MLRetRetriever(path="kb-db", collection="mlret", k=3)
             docs = retriever.invoke("Wo ist meine Bestellung?")
     """
 
@@ -45,6 +56,16 @@ class MLRetRetriever(BaseRetriever):
     per_document: int | None = Field(default=None, gt=0, description="Most results from one source document.")
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    def __init__(self, retriever: MultilingualRetriever | ChromaStore | None = None, **kwargs: Any) -> None:
+        location = {key: kwargs.pop(key) for key in OPEN_KEYWORDS if key in kwargs}
+        if location:
+            if retriever is not None:
+                raise ValueError(f"give either retriever= or {'=/'.join(location)}=, not both")
+            retriever = MultilingualRetriever.open(location.pop("model", None), **location)
+        if retriever is not None:
+            kwargs["retriever"] = retriever
+        super().__init__(**kwargs)
 
     @field_validator("retriever", mode="before")
     @classmethod
@@ -58,12 +79,11 @@ class MLRetRetriever(BaseRetriever):
         return value
 
     @classmethod
-    def open(cls, model: str | None = None, *, k: int = 5, where: dict[str, Any] | None = None,
-             per_document: int | None = None, **open_kwargs: Any) -> MLRetRetriever:
-        """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
-        ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
-        return cls(retriever=MultilingualRetriever.open(model, **open_kwargs), k=k, where=where,
-                   per_document=per_document)
+    def open(cls, model: str | None = None, **kwargs: Any) -> MLRetRetriever:
+        """Deprecated: pass the same keywords to the constructor, ``MLRetRetriever(path=..., k=...)``."""
+        warnings.warn("MLRetRetriever.open(...) is deprecated; pass the same keywords to MLRetRetriever(...)",
+                      DeprecationWarning, stacklevel=2)
+        return cls(model=model, **kwargs)
 
     def _get_relevant_documents(
         self,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.embeddings.mlret import MLRetEmbedding
+
+from mlret_rag import MultilingualEncoder
 
 TEXTS = [
     "The pharmacy opens at 9 am on weekdays.",
@@ -70,3 +75,26 @@ def test_bad_arguments_are_named(encoder):
         MLRetEmbedding(encoder_kwargs={"backend": "tpu"})
     with pytest.raises(TypeError, match="no_such_option"):
         MLRetEmbedding(encoder_kwargs={"no_such_option": 1})
+
+
+def test_shared_bundled_encoder_round_trips(encoder):
+    data = MLRetEmbedding(encoder=encoder).to_dict()
+    assert data["model"] is None  # the bundled model
+    again = MLRetEmbedding.from_dict(data)
+    assert again.encoder.fingerprint == encoder.fingerprint
+    assert again.encoder.backend == encoder.backend
+
+
+def test_shared_local_encoder_round_trips_instead_of_becoming_the_bundled_one(encoder, tmp_path):
+    folder = tmp_path / "tuned"
+    shutil.copytree(encoder.model_path, folder, ignore=shutil.ignore_patterns("onnx"), copy_function=os.link)
+    local = MultilingualEncoder(folder, backend="torch", max_seq_length=128, prompts={"query": "question: "})
+    embed = MLRetEmbedding(encoder=local)
+    assert embed.to_dict()["model"] == str(folder)
+    again = MLRetEmbedding.from_json(embed.to_json())
+    assert again.encoder.model_path == local.model_path
+    assert (again.encoder.backend, again.encoder.max_seq_length) == ("torch", 128)
+    assert again.encoder.prompts == {"query": "question: ", "document": "passage: "}
+    assert again.encoder.fingerprint == local.fingerprint
+    assert again.get_query_embedding("Wo ist meine Bestellung?") == pytest.approx(
+        embed.get_query_embedding("Wo ist meine Bestellung?"), abs=1e-6)

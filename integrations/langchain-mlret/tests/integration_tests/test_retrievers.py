@@ -55,3 +55,35 @@ def test_accepts_a_store_and_rejects_other_things(core_retriever) -> None:
         MLRetRetriever(retriever="not a retriever")
     with pytest.raises(ValueError, match="k"):
         MLRetRetriever(retriever=core_retriever, k=0)
+
+
+@pytest.fixture(scope="module")
+def kb_db(encoder, kb_rows, tmp_path_factory):
+    """An embedded database with the test KB, closed again (as ``mlret index`` leaves it)."""
+    from mlret_rag import ChromaStore
+
+    path = tmp_path_factory.mktemp("lc-kw-db")
+    store = ChromaStore(encoder, path=path, collection="kw-test", show_progress_bar=False)
+    store.add(kb_rows)
+    store.close()
+    return path
+
+
+def test_constructor_keywords_open_a_collection(kb_db, core_retriever) -> None:
+    query = "Wie setze ich mein Passwort zurück?"
+    opened = MLRetRetriever(path=kb_db, collection="kw-test", k=2, create=False)
+    try:
+        assert [d.id for d in opened.invoke(query)] == [h.id for h in core_retriever.retrieve(query, k=2)]
+    finally:
+        opened.retriever.close()
+    with pytest.raises(ValueError, match="either retriever= or path="):
+        MLRetRetriever(retriever=core_retriever, path=kb_db)
+
+
+def test_open_is_a_deprecated_alias(kb_db) -> None:
+    with pytest.warns(DeprecationWarning, match="MLRetRetriever\\(...\\)"):
+        opened = MLRetRetriever.open(path=kb_db, collection="kw-test", k=1)
+    try:
+        assert len(opened.invoke("refund")) == 1 and opened.k == 1
+    finally:
+        opened.retriever.close()

@@ -20,9 +20,18 @@ class MLRetEmbedding(BaseEmbedding):
 
     Args:
         model: ``None`` for the bundled offline model, a model name, or a local model folder.
-        encoder: a ready ``MultilingualEncoder`` to share (then ``model``/``encoder_kwargs`` must be unset).
+        encoder: a ready ``MultilingualEncoder`` to share (then ``model``/``encoder_kwargs`` must be unset;
+            they are filled from ``encoder.init_args``, so ``to_dict``/``from_dict`` rebuild the same model).
         encoder_kwargs: extra keyword arguments for ``MultilingualEncoder`` (e.g. ``device``, ``backend``).
         embed_batch_size: texts per batch (also the encoder's batch size unless ``encoder_kwargs`` sets it).
+
+    Example:
+        .. code-block:: python
+
+            from llama_index.core import Settings
+            from llama_index.embeddings.mlret import MLRetEmbedding
+
+            Settings.embed_model = MLRetEmbedding()  # the bundled multilingual-e5-small
     """
 
     model: str | None = Field(default=None, description="Model name or folder; None = bundled model.")
@@ -41,12 +50,15 @@ class MLRetEmbedding(BaseEmbedding):
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.pop("model_name", None)  # always the encoder's (from_dict hands the saved one back)
         encoder_kwargs = dict(encoder_kwargs or {})
         if encoder is not None:
             if not isinstance(encoder, MultilingualEncoder):
                 raise TypeError(f"encoder must be a MultilingualEncoder, got {type(encoder).__name__}")
             if model is not None or encoder_kwargs:
                 raise ValueError("give either encoder= or model=/encoder_kwargs=, not both")
+            encoder_kwargs = encoder.init_args  # what from_dict needs to rebuild this encoder
+            model = encoder_kwargs.pop("model")
         else:
             encoder_kwargs.setdefault("batch_size", embed_batch_size)
             encoder = MultilingualEncoder(model, **encoder_kwargs)
