@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): $(PY) pyproject.toml $(INTEGRATIONS)
 
 test: install
 	$(PY) -m pytest tests $(wildcard integrations/*/tests) -q
+
+# The inner loop: every test not marked slow (`make test` runs them all).
+test-fast: install
+	$(PY) -m pytest tests $(wildcard integrations/*/tests) -q -m "not slow"
 
 demo: install
 	$(VENV)/bin/mlret demo

@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from mlret_rag.testing import offline_environment
+
 REPO = Path(__file__).resolve().parents[1]
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["ANONYMIZED_TELEMETRY"] = "False"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # One converted model per checkout, reused across test runs (conversion tests use their own folders).
 os.environ.setdefault("MLRET_HOME", str(REPO / ".mlret-cache"))
+offline_environment()  # the same environment as the integrations' tests (mlret_rag.testing)
 
-
-@pytest.fixture(scope="session")
-def encoder():
-    """The bundled encoder, loaded once for the whole session."""
-    from mlret_rag import MultilingualEncoder
-
-    return MultilingualEncoder()
+from mlret_rag.testing import encoder  # noqa: F401 (the bundled encoder, one per session)
 
 
 @pytest.fixture(scope="session")
