@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import build_once, cache_dir
 from ._hashing import sha256_file
+from .cache import build_once, cache_dir
 from .errors import MlretError
 
 BUNDLED_MODEL_NAME = "multilingual-e5-small"

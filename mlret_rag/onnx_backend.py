@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from ._atomic import write_bytes_atomic
-from .cache import build_once, cache_dir
 from ._hashing import sha256_file
+from .cache import build_once, cache_dir
 from .errors import MlretError
 
 logger = logging.getLogger(__name__)

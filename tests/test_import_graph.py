@@ -35,7 +35,7 @@ def _imports() -> dict[str, set[str]]:
     modules = {}
     for path in PACKAGE.rglob("*.py"):
         parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
-        package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+        package = parts[:-1]  # the package a relative import starts from (for __init__ too)
         name = ".".join(parts if parts[-1] != "__init__" else parts[:-1] or ["__init__"])
         modules[name] = (path, package)
     graph: dict[str, set[str]] = {}
