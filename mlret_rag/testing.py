@@ -6,7 +6,7 @@ Only test suites import this module (it imports pytest). A ``conftest.py`` uses 
     from mlret_rag.testing import offline_environment
 
     offline_environment()
-    from mlret_rag.testing import core_retriever, encoder, kb_rows, questions  # noqa: E402,F401 (fixtures)
+    from mlret_rag.testing import core_retriever, docs_retriever, encoder, kb_rows, questions  # noqa: F401
 
 Importing the fixture functions into the conftest registers them there; ``pytest_plugins`` would
 not work in the integrations' conftests, which are not at the root when the whole tree runs at once.
@@ -35,6 +35,8 @@ KB: list[dict[str, Any]] = [
     {"id": "password-2", "text": "Password reset emails can take ten minutes to arrive.",
      "label": "password_reset", "metadata": {"dept": "account"}},
 ]
+# Metadata every chunk of a document carries, in the core and through both adapters.
+SOURCE_FIELDS = {"source", "doc_id", "title", "headings", "chunk", "start", "end"}
 # Questions in six languages with the KB ids that answer them.
 QUESTIONS: list[tuple[str, list[str]]] = [
     ("¿Cuándo recibo el reembolso?", ["refund-1"]),
@@ -87,3 +89,24 @@ def core_retriever(encoder, tmp_path_factory):
                         show_progress_bar=False)
     store.add(KB)
     return MultilingualRetriever(store)
+
+
+@pytest.fixture(scope="module")
+def docs_retriever(encoder, tmp_path_factory):
+    """A core ``MultilingualRetriever`` over three small documents (Markdown and HTML) synced in
+    32-token chunks, so one document gives several chunks."""
+    from mlret_rag import ChromaStore, MultilingualRetriever, sync_documents
+
+    root = tmp_path_factory.mktemp("docs")
+    (root / "returns.md").write_text("# Returns\n\n" + "\n\n".join(
+        f"## Rule {i}\n\nItem group {i} can be returned within {10 + i} days if unused." for i in range(4)),
+        encoding="utf-8")
+    (root / "shipping.md").write_text("# Shipping\n\nParcels arrive in three to five working days.\n",
+                                      encoding="utf-8")
+    (root / "account.html").write_text("<h1>Account</h1><p>Reset your password with the link.</p>",
+                                       encoding="utf-8")
+    store = ChromaStore(encoder, path=tmp_path_factory.mktemp("docs-db"), collection="docs",
+                        show_progress_bar=False)
+    sync_documents(store, root, chunk_tokens=32)
+    yield MultilingualRetriever(store)
+    store.close()

@@ -7,4 +7,4 @@ from mlret_rag.testing import offline_environment
 
 offline_environment()
 
-from mlret_rag.testing import core_retriever, encoder, kb_rows, questions  # noqa: F401 (fixtures)
+from mlret_rag.testing import core_retriever, docs_retriever, encoder, kb_rows, questions  # noqa: F401 (fixtures)

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from langchain_mlret import MLRetRetriever
 
-from mlret_rag import ChromaStore, MultilingualRetriever, sync_documents
-
-SOURCE_FIELDS = {"source", "doc_id", "title", "headings", "chunk", "start", "end"}
-
-
-@pytest.fixture(scope="module")
-def docs_retriever(encoder, tmp_path_factory):
-    root = tmp_path_factory.mktemp("docs")
-    (root / "returns.md").write_text("# Returns\n\n" + "\n\n".join(
-        f"## Rule {i}\n\nItem group {i} can be returned within {10 + i} days if unused." for i in range(4)),
-        encoding="utf-8")
-    (root / "shipping.md").write_text("# Shipping\n\nParcels arrive in three to five working days.\n",
-                                      encoding="utf-8")
-    (root / "account.html").write_text("<h1>Account</h1><p>Reset your password with the link.</p>",
-                                       encoding="utf-8")
-    store = ChromaStore(encoder, path=tmp_path_factory.mktemp("lc-docs-db"), collection="docs",
-                        show_progress_bar=False)
-    sync_documents(store, root, chunk_tokens=32)
-    yield MultilingualRetriever(store)
-    store.close()
+from mlret_rag.testing import SOURCE_FIELDS
 
 
 def test_documents_carry_the_core_source_fields(docs_retriever):
