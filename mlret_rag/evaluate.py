@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._callable import make_callable
 from .errors import KnowledgeBaseError
 from .kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 
@@ -283,3 +284,6 @@ def _languages(reports: Mapping[str, Mapping[str, Any]], languages: Sequence[str
     if missing:
         raise ValueError(f"languages: {missing} appear in no report (reports have {sorted(known)})")
     return list(languages)
+
+
+make_callable(__name__)  # `from mlret_rag import evaluate` is this function even after the module was imported

@@ -96,8 +96,13 @@ def test_cli_trains_a_passage_kb_from_relevant_ids_and_prints_the_dev_curve(tmp_
     assert "fine-tuned on 40 anchors (20 passages" in res.output
     assert "1 relevant_ids entries not in the KB" in res.output
     assert "dev curve: base " in res.output and "epoch 1 " in res.output and "kept " in res.output
-    assert "language guard" in res.output or "WARNING: dev languages losing" in res.output
     card = read_card(out)
+    if card["selection"]["guard"]:
+        assert "WARNING: dev languages losing more than 2 MRR points" in res.output
+        assert all(f"{g['lang']} {g['delta']:+.3f} ({g['n_queries']} queries)" in res.output
+                   for g in card["selection"]["guard"])
+    else:
+        assert "language guard: no dev language loses more than 2 MRR points" in res.output
     assert card["data"]["relevance"].startswith("relevant_ids") and card["sampling"]["negatives_per_anchor"] == 1
     assert card["training"]["max_seq_length"] == 128 and card["training"]["batch_size"] == 8
     assert MultilingualEncoder(out, backend="torch").max_seq_length == 512  # the training cap is not saved

@@ -13,7 +13,7 @@ import mlret_rag
 
 PACKAGE = Path(mlret_rag.__file__).parent
 FLOORS = [
-    ("records", {"errors", "kb", "_atomic", "_hashing", "_quiet", "cache", "_writelock"}),
+    ("records", {"errors", "kb", "_atomic", "_hashing", "_quiet", "cache", "_writelock", "_callable"}),
     ("encoder/engines", {"bundled", "_identity", "onnx_quantize", "onnx_backend", "engines", "encoder"}),
     ("store", {"store"}),
     ("retriever", {"retriever", "documents"}),

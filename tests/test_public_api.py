@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import mlret_rag
 
 EXPECTED = {
@@ -39,3 +41,18 @@ def test_import_and_help_load_nothing_heavy():
     assert help_text.returncode == 0
     for command in ("index", "query", "finetune", "eval", "demo"):
         assert command in help_text.stdout
+
+
+def test_evaluate_and_finetune_stay_functions_after_their_modules_are_imported():
+    import importlib
+
+    importlib.import_module("mlret_rag.evaluate")  # importing a module sets the package attribute to it
+    importlib.import_module("mlret_rag.finetune.train")
+    from mlret_rag import evaluate, finetune
+    from mlret_rag.errors import KnowledgeBaseError
+
+    with pytest.raises(KnowledgeBaseError, match="empty"):
+        evaluate(None, [], [])  # the call reaches the function, before any model loads
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        finetune([], out="unused", negatives="random")
+    assert callable(mlret_rag.evaluate.format_report)  # and the module's other names are still there

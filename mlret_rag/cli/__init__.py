@@ -16,8 +16,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from . import eval_command, finetune_command, store_commands  # noqa: F401  (they register subcommands)
-from . import check_command  # noqa: F401,E402  (registers `mlret check`)
+from . import (  # noqa: F401  (they register subcommands)
+    check_command,
+    eval_command,
+    finetune_command,
+    store_commands,
+)
 
 
 def main() -> None:

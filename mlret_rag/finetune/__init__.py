@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._callable import make_callable
+
 _EXPORTS = {
     "finetune": ".train", "FinetuneResult": ".train", "OutputExistsError": ".train",
     "split_kb": ".split", "KBSplit": ".split",
@@ -78,3 +80,6 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+make_callable(__name__)  # `from mlret_rag import finetune` is the function even after this package was imported

@@ -62,6 +62,10 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
              f"Kept epoch {selection['chosen_epoch']} (0 = the base weights); stopped: {selection['stopped']}.", "",
              "| epoch | step | dev score |", "|---:|---:|---:|"]
     lines += [f"| {p['epoch']} | {p['step']} | {p['dev_score']:.4f} |" for p in selection["curve"]]
+    mix = selection.get("interpolation")
+    if mix:
+        lines += ["", (f"Weights mixed with the base model (base + a x (tuned - base)), a chosen on dev: "
+                  f"{mix['chosen_alpha']}; dev score per a: `{json.dumps(mix['dev_score_by_alpha'])}`.")]
     lines.append("")
     guard = selection.get("guard") or []
     if guard:

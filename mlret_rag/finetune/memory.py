@@ -30,14 +30,17 @@ class TrainingMemoryError(MlretError, MemoryError):
 
 
 def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, heads: int,
-                     column_lengths: list[int], batch_size: int) -> float:
-    """Estimated peak resident memory in GB of one step: weights, grads + AdamW, activations."""
-    weights = 4.0 * n_params
+                     column_lengths: list[int], batch_size: int, *, loaded: bool = False) -> float:
+    """Estimated peak resident memory in GB of one step: weights, grads + AdamW, activations.
+
+    With ``loaded`` only what training adds to an already loaded model (no weights, no overhead).
+    """
+    weights = 0.0 if loaded else 4.0 * n_params
     optimiser = 4.0 * 3 * n_trainable  # gradient + two AdamW moments
     tokens = batch_size * sum(column_lengths)
     cells = batch_size * sum(n * n for n in column_lengths)
     activations = layers * (_BYTES_PER_TOKEN_UNIT * hidden * tokens + _BYTES_PER_ATTENTION_CELL * heads * cells)
-    return (weights + optimiser + activations) / 1e9 + _OVERHEAD_GB
+    return (weights + optimiser + activations) / 1e9 + (0.0 if loaded else _OVERHEAD_GB)
 
 
 def available_gb() -> float:
@@ -46,7 +49,7 @@ def available_gb() -> float:
         import psutil
 
         free = psutil.virtual_memory().available
-    except ImportError:  # pragma: no cover - psutil is a dependency
+    except ImportError:  # psutil comes with the dev extra; Linux has /proc/meminfo
         free = _meminfo_available()
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
@@ -60,10 +63,13 @@ def available_gb() -> float:
 
 
 def _meminfo_available() -> int:
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # no /proc: nothing to check against
+        pass
     return 1 << 62
 
 
@@ -98,11 +104,13 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
     lengths = column_lengths(st.tokenizer, [a.text for a in data.anchors], [r.text for r in data.index],
                              1 + negatives_per_anchor, window)
     need = estimate_peak_gb(n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size)
-    have = available_gb()
+    extra = estimate_peak_gb(n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size, loaded=True)
+    have = available_gb()  # the loaded model is already outside it: compare what training adds
     logger.info("fine-tune memory: estimated peak %.1f GB, %.1f GB available", need, have)
-    if need > SAFETY * have:
+    if extra > SAFETY * have:
         raise TrainingMemoryError(
-            f"this fine-tune would need about {need:.1f} GB at its peak but {have:.1f} GB are available "
+            f"this fine-tune would need about {need:.1f} GB at its peak, {extra:.1f} GB more than the loaded model, "
+            f"but {have:.1f} GB are available "
             f"(batch_size={batch_size}, {1 + negatives_per_anchor} document columns of up to {lengths[1]} tokens, "
             f"max_seq_length={max_seq_length}); lower --batch-size, --max-seq-length or --negatives-per-anchor"
             + ("" if freeze_embeddings else ", or keep the embeddings frozen")

@@ -479,7 +479,7 @@ def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=1, max_steps=steps,
             per_device_train_batch_size=config["batch_size"], learning_rate=config["learning_rate"],
-            seed=config["seed"] + epoch, data_seed=config["seed"] + epoch, save_strategy="no",
+            seed=_epoch_seed(config["seed"], epoch), data_seed=_epoch_seed(config["seed"], epoch), save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             batch_sampler=language_batch_sampler([e.lang for e in examples],
@@ -497,6 +497,11 @@ def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch:
             trainer.remove_callback(PrinterCallback)
         with _transformers_errors_only():
             return trainer.train()
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A trainer seed per (seed, epoch) that never equals another pair's (``seed + epoch`` would)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31))
 
 
 def _steps_per_epoch(languages: list[str | None], batch_size: int, one_language_per_batch: bool) -> int:
@@ -541,12 +546,9 @@ def _say(show: bool, line: str) -> None:
         print(line, flush=True)
 
 
-def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[str, Any] | None:
-    try:
-        from ..evaluate import evaluate
-    except ImportError:
-        logger.warning("mlret_rag.evaluate is not available; skipping evaluation")
-        return None
+def _evaluate(encoder, kb: list[KBRecord], queries: list[QueryRecord]) -> dict[str, Any]:
+    from ..evaluate import evaluate
+
     return evaluate(encoder, kb, queries)
 
 

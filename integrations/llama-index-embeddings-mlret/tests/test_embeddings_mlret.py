@@ -85,9 +85,16 @@ def test_shared_bundled_encoder_round_trips(encoder):
     assert again.encoder.backend == encoder.backend
 
 
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system: copy instead
+        shutil.copy2(src, dst)
+
+
 def test_shared_local_encoder_round_trips_instead_of_becoming_the_bundled_one(encoder, tmp_path):
     folder = tmp_path / "tuned"
-    shutil.copytree(encoder.model_path, folder, ignore=shutil.ignore_patterns("onnx"), copy_function=os.link)
+    shutil.copytree(encoder.model_path, folder, ignore=shutil.ignore_patterns("onnx"), copy_function=_link_or_copy)
     local = MultilingualEncoder(folder, backend="torch", max_seq_length=128, prompts={"query": "question: "})
     embed = MLRetEmbedding(encoder=local)
     assert embed.to_dict()["model"] == str(folder)
