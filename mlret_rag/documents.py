@@ -212,12 +212,18 @@ def sync_documents(
         store: the collection to update; its encoder's tokenizer sizes the chunks.
         source: a file or folder (loaded with ``load_options``, see :func:`load_documents`), or the
             result of :func:`load_documents`.
-        prune: also delete the chunks of documents no longer present (records that are not document
-            chunks, e.g. from ``mlret index --kb``, are never touched).
+        prune: also delete the chunks of documents no longer present. Needs a folder: a single file or
+            loaded documents cannot tell a deleted document from one that was simply not given. Records
+            without ``doc_id`` metadata (plain ``mlret index --kb`` records) are never touched; ``--kb
+            --chunk-long`` chunks carry one, so keep them in another collection than a pruned folder, and
+            note that documents left out by ``include``/``exclude`` count as gone.
 
     Raises:
         DocumentError: nothing could be loaded (the message lists the skipped files).
     """
+    if prune and (isinstance(source, LoadedDocuments) or Path(source).is_file()):
+        raise DocumentError(f"{source if not isinstance(source, LoadedDocuments) else 'loaded documents'}: "
+                            "prune needs the folder the documents live in (one file cannot tell which are gone)")
     if isinstance(source, LoadedDocuments):
         if load_options:
             raise DocumentError(f"load options {sorted(load_options)} need a path, not loaded documents")

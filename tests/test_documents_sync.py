@@ -110,6 +110,18 @@ def test_prune_leaves_plain_records_and_skipped_files_alone(make_store, folder):
     assert "faq-1" in store.ids() and "hours.txt#0" in store.ids()
 
 
+def test_prune_refuses_a_single_file_which_cannot_tell_what_is_gone(make_store, folder):
+    from mlret_rag.documents import DocumentError
+
+    store = make_store()
+    sync_documents(store, folder, **OPTIONS)
+    before = sorted(store.ids())
+    one = next(p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in {".md", ".txt", ".html"})
+    with pytest.raises(DocumentError, match="prune needs the folder"):
+        sync_documents(store, one, prune=True, **OPTIONS)
+    assert sorted(store.ids()) == before  # nothing deleted
+
+
 class FailingEncoder:
     """The real encoder, except that document-encoding call number ``fail_on`` raises (an injected crash)."""
 
