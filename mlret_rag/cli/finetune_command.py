@@ -27,7 +27,7 @@ def finetune_command(
     negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.",
                                            rich_help_panel=_SAMPLING)] = "weighted",
     negatives_per_anchor: Annotated[int | None, typer.Option(
-        "--negatives-per-anchor", help="Explicit negatives per anchor [default: 3; 1 for passage KBs].",
+        "--negatives-per-anchor", help="Explicit negatives per anchor (default 3; 1 for passage KBs).",
         rich_help_panel=_SAMPLING)] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature of weighted sampling.",
                                                rich_help_panel=_SAMPLING)] = 0.05,
@@ -45,7 +45,7 @@ def finetune_command(
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of planned steps spent warming up.",
                                                 rich_help_panel=_TRAINING)] = 0.1,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", help="Anchors per step [default: 32; 8 for passage KBs].", rich_help_panel=_TRAINING)] = None,
+        "--batch-size", help="Anchors per step (default 32; 8 for passage KBs).", rich_help_panel=_TRAINING)] = None,
     max_seq_length: Annotated[int, typer.Option("--max-seq-length", help="Token cap for training texts.",
                                                 rich_help_panel=_TRAINING)] = 256,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps in all.",
@@ -59,8 +59,8 @@ def finetune_command(
     dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
                                              rich_help_panel=_DEV)] = None,
     dev_share: Annotated[float | None, typer.Option(
-        "--dev-share", help="Share of training queries held out as dev; 0 = none [default: 0.15 when that gives "
-        ">= 20 queries].", rich_help_panel=_DEV)] = None,
+        "--dev-share", help="Share of training queries held out as dev; 0 = none (default 0.15 when that gives "
+        ">= 20 queries).", rich_help_panel=_DEV)] = None,
     patience: Annotated[int, typer.Option("--patience", help="Epochs without a better dev score before stopping.",
                                           rich_help_panel=_DEV)] = 2,
     interpolate: Annotated[bool, typer.Option(
