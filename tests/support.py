@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +86,33 @@ def pdf_bytes(pages: list[str | None]) -> bytes:
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return out
+
+
+def kill_after_progress(proc: subprocess.Popen, pattern: bytes, at_least: int, timeout: float = 150) -> str:
+    """SIGKILL ``proc`` once its stderr shows a tqdm count (``pattern``'s group) of at least ``at_least``.
+
+    tqdm counts a batch once it is committed, so the kill lands after that many committed batches.
+    Returns the stderr seen (for assertion messages); the process is always reaped.
+    """
+    seen = bytearray()
+
+    def read() -> None:
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = [int(m) for m in re.findall(pattern, bytes(seen))]
+            if done and max(done) >= at_least:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        reader.join(5)
+    return bytes(seen).decode(errors="replace")[-2000:]

@@ -9,11 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from support import kill_after_progress
 from typer.testing import CliRunner
 
 from mlret_rag import ChromaStore, MultilingualRetriever, load_documents, sync_documents
@@ -177,28 +176,8 @@ def test_killed_cli_sync_converges(make_store, folder, tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    seen = bytearray()
-
-    def read() -> None:
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            seen.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 150
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = [int(m) for m in re.findall(rb"\| *(\d+)/\d+", bytes(seen))]
-            if done and max(done) >= 10:  # tqdm counts a batch once it is committed
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        reader.join(5)
-    assert proc.returncode == -signal.SIGKILL, bytes(seen).decode(errors="replace")[-2000:]
+    seen = kill_after_progress(proc, rb"\| *(\d+)/\d+", 10)
+    assert proc.returncode == -signal.SIGKILL, seen
     store = make_store()
     result = sync_documents(store, folder, prune=True, **OPTIONS)
     assert 10 <= result.unchanged < result.chunks

@@ -5,19 +5,18 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from chroma_server import chroma_server_address, free_port  # noqa: F401  (fixture)
+from support import kill_after_progress
 
 from mlret_rag.errors import EncoderMismatchError, StoreConnectionError
 from mlret_rag.kb import KBRecord, load_kb
@@ -198,28 +197,8 @@ def test_resume_after_killed_indexing(make_store, backend, collection_name, tmp_
          "--batch-size", "4", *where],
         env=_subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    seen = bytearray()
-
-    def read() -> None:
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            seen.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 150
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = [int(m) for m in re.findall(rb"\| *(\d+)/%d" % n, bytes(seen))]
-            if done and max(done) >= 24:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None and time.monotonic() >= deadline:
-            proc.kill()
-        proc.wait()
-        reader.join(5)
-    assert proc.returncode == -signal.SIGKILL, bytes(seen).decode(errors="replace")[-2000:]
+    seen = kill_after_progress(proc, rb"\| *(\d+)/%d" % n, 24)
+    assert proc.returncode == -signal.SIGKILL, seen
 
     records = load_kb(kb)
     store = make_store(batch_size=64)
