@@ -26,23 +26,79 @@ _EXPORTS = {
     "evaluate": "mlret_rag.evaluate",
     "report_markdown": "mlret_rag.evaluate",
     "plot_per_language": "mlret_rag.evaluate",
-    "MlretError": "mlret_rag.errors",
-    "KnowledgeBaseError": "mlret_rag.errors",
-    "EncoderMismatchError": "mlret_rag.errors",
-    "StoreConnectionError": "mlret_rag.errors",
+    # every exception lives in mlret_rag.errors
+    **{name: "mlret_rag.errors" for name in (
+        "MlretError",
+        "KnowledgeBaseError",
+        "EncoderMismatchError",
+        "StoreConnectionError",
+        "StoreBusyError",
+        "StoreTimeoutError",
+        "DiskFullError",
+        "DocumentError",
+        "TrainingMemoryError",
+        "OutputExistsError",
+        "BundledModelError",
+        "MissingCollectionError",
+        "OnnxBackendError",
+        "StoreClosedError",
+    )},
 }
 
 __all__ = [
-    "BACKENDS", "AddResult", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
-    "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
-    "StoreConnectionError", "__version__", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
-    "plot_per_language", "report_markdown", "sync_documents",
+    "BACKENDS",
+    "AddResult",
+    "BundledModelError",
+    "ChromaStore",
+    "DiskFullError",
+    "DocumentError",
+    "EncoderMismatchError",
+    "FinetuneResult",
+    "Hit",
+    "KBRecord",
+    "KnowledgeBaseError",
+    "MissingCollectionError",
+    "MlretError",
+    "MultilingualEncoder",
+    "MultilingualRetriever",
+    "OnnxBackendError",
+    "OutputExistsError",
+    "QueryRecord",
+    "StoreBusyError",
+    "StoreClosedError",
+    "StoreConnectionError",
+    "StoreTimeoutError",
+    "TrainingMemoryError",
+    "__version__",
+    "evaluate",
+    "finetune",
+    "load_documents",
+    "load_kb",
+    "load_queries",
+    "plot_per_language",
+    "report_markdown",
+    "sync_documents",
 ]
 
 if TYPE_CHECKING:
     from .documents import load_documents, sync_documents
     from .encoder import BACKENDS, MultilingualEncoder
-    from .errors import EncoderMismatchError, KnowledgeBaseError, MlretError, StoreConnectionError
+    from .errors import (
+        BundledModelError,
+        DiskFullError,
+        DocumentError,
+        EncoderMismatchError,
+        KnowledgeBaseError,
+        MissingCollectionError,
+        MlretError,
+        OnnxBackendError,
+        OutputExistsError,
+        StoreBusyError,
+        StoreClosedError,
+        StoreConnectionError,
+        StoreTimeoutError,
+        TrainingMemoryError,
+    )
     from .evaluate import evaluate, plot_per_language, report_markdown
     from .finetune import FinetuneResult, finetune
     from .kb import KBRecord, QueryRecord, load_kb, load_queries

@@ -24,7 +24,7 @@ import numpy as np
 
 from ._hashing import sha256_file
 from .cache import build_once, cache_dir
-from .errors import MlretError
+from .errors import BundledModelError
 
 BUNDLED_MODEL_NAME = "multilingual-e5-small"
 SOURCE_FILE = "e5-small-q4.bin"
@@ -34,9 +34,6 @@ E5_PROMPTS = {"query": "query: ", "document": "passage: "}
 MANIFEST = "mlret_manifest.json"
 _FORMAT_VERSION = 2  # bump when the produced folder changes, so old caches are rebuilt
 
-
-class BundledModelError(MlretError, RuntimeError):
-    """The bundled model file is missing or is not the one this library knows how to convert."""
 
 
 def source_path() -> Path:

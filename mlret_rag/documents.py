@@ -44,7 +44,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import KnowledgeBaseError
+from .errors import DocumentError, KnowledgeBaseError
 from .kb import KBRecord
 
 if TYPE_CHECKING:
@@ -64,9 +64,6 @@ _WINDOW_MARGIN = 12
 
 TokenCounter = Callable[[str], int]
 
-
-class DocumentError(KnowledgeBaseError):
-    """No document could be loaded, or an argument of the document loader is invalid."""
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,31 @@ class StoreTimeoutError(StoreConnectionError, TimeoutError):
 
 class DiskFullError(MlretError, OSError):
     """The database's file system ran out of space; the message names the path and the free space."""
+
+
+class DocumentError(KnowledgeBaseError):
+    """No document could be loaded, or an argument of the document loader is invalid."""
+
+
+class TrainingMemoryError(MlretError, MemoryError):
+    """A fine-tune would need more memory than the machine has free; the message says what to lower."""
+
+
+class OutputExistsError(MlretError, FileExistsError):
+    """The output folder is not empty and ``overwrite`` was not given."""
+
+
+class BundledModelError(MlretError, RuntimeError):
+    """The bundled model file is missing or is not the one this library knows how to convert."""
+
+
+class MissingCollectionError(MlretError, LookupError):
+    """The collection asked for does not exist (and was not to be created)."""
+
+
+class OnnxBackendError(MlretError, RuntimeError):
+    """The model cannot run on the ONNX backend (unsupported layout or a failed export)."""
+
+
+class StoreClosedError(MlretError, RuntimeError):
+    """The store was used after :meth:`ChromaStore.close`."""

@@ -29,7 +29,7 @@ import numpy as np
 from ._atomic import write_bytes_atomic
 from ._hashing import sha256_file
 from .cache import build_once, cache_dir
-from .errors import MlretError
+from .errors import OnnxBackendError
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,6 @@ _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 # (measured: 0.9997 for the bundled model, whose MRR then stays >= 99.6 % of fp32 on every group).
 INT8_WARN_BELOW_COSINE = 0.995
 
-
-class OnnxBackendError(MlretError, RuntimeError):
-    """The model cannot run on the ONNX backend (unsupported layout or a failed export)."""
 
 
 # -------------------------------------------------------------------------------------------------

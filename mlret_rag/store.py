@@ -32,7 +32,9 @@ from .errors import (
     DiskFullError,
     EncoderMismatchError,
     KnowledgeBaseError,
+    MissingCollectionError,
     MlretError,
+    StoreClosedError,
     StoreConnectionError,
     StoreTimeoutError,
 )
@@ -59,12 +61,6 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 logger = logging.getLogger(__name__)
 
 
-class MissingCollectionError(MlretError, LookupError):
-    """The collection asked for does not exist (and was not to be created)."""
-
-
-class StoreClosedError(MlretError, RuntimeError):
-    """The store was used after :meth:`ChromaStore.close`."""
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,32 @@ EXPECTED = {
     "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
     "StoreConnectionError", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
     "plot_per_language", "report_markdown", "sync_documents", "__version__",
+    # every exception, from mlret_rag.errors
+    "StoreBusyError", "StoreTimeoutError", "DiskFullError", "DocumentError", "TrainingMemoryError",
+    "OutputExistsError", "BundledModelError", "MissingCollectionError", "OnnxBackendError", "StoreClosedError",
 }
 
 
 def test_all_is_pinned():
     assert set(mlret_rag.__all__) == EXPECTED
+
+
+def test_every_exception_lives_in_errors_and_is_exported():
+    import inspect
+
+    from mlret_rag import errors
+
+    defined = {n for n, v in vars(errors).items() if inspect.isclass(v) and issubclass(v, Exception)}
+    assert defined <= set(mlret_rag.__all__)
+    assert all(getattr(mlret_rag, n).__module__ == "mlret_rag.errors" for n in defined)
+    import ast
+    from pathlib import Path
+
+    package = Path(mlret_rag.__file__).parent
+    elsewhere = [f"{path.relative_to(package)}:{node.lineno} {node.name}" for path in package.rglob("*.py")
+                 if path.name != "errors.py" for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.ClassDef) and node.name.endswith("Error") and not node.name.startswith("_")]
+    assert elsewhere == []
 
 
 def test_every_public_name_resolves():

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MlretError
+from ..errors import TrainingMemoryError
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,6 @@ _BYTES_PER_ATTENTION_CELL = 16.0
 _OVERHEAD_GB = 1.2  # interpreter, torch, tokenizer, data
 SAFETY = 0.85  # share of the available memory a run may plan to use
 
-
-class TrainingMemoryError(MlretError, MemoryError):
-    """A fine-tune would need more memory than the machine has free; the message says what to lower."""
 
 
 def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, heads: int,
