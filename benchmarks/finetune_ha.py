@@ -7,7 +7,7 @@ the dev split, epoch selection and early stopping are the library's defaults. Re
 group against the base model, the issue-10 targets, the dev curve and the chosen epoch, and the
 languages (>= 100 queries) that lose more than 2 points. Writes ``benchmarks/results/finetune_ha.{json,md,png}``.
 
-    python benchmarks/finetune_ha.py [--seeds 0,1,2] [--runs default,standard]
+    python benchmarks/finetune_ha.py [--seeds 0,1,2] [--runs default,standard] [--append]
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--eval-per-intent", type=int, default=4)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--append", action="store_true", help="add these seeds/runs to the saved results")
     args = parser.parse_args()
     if args.render_only:
         payload = json.loads((args.out / "finetune_ha.json").read_text())
@@ -155,9 +156,17 @@ def main() -> None:
         "options": {n: RUNS[n][0] for n in args.runs.split(",")}, "what": {n: RUNS[n][1] for n in args.runs.split(",")},
         "base": base, "base_groups": groups(base, bench_groups), "runs": [],
     }
+    if args.append and (args.out / "finetune_ha.json").exists():
+        saved = json.loads((args.out / "finetune_ha.json").read_text())
+        fresh = {(name, seed) for seed in payload["seeds"] for name in args.runs.split(",")}
+        payload["runs"] = [r for r in saved["runs"] if (r["run"], r["seed"]) not in fresh]
+        payload["seeds"] = sorted({*saved["seeds"], *payload["seeds"]})
+        payload["options"] = {**saved["options"], **payload["options"]}
+        payload["what"] = {**saved["what"], **payload["what"]}
+    todo = [int(s) for s in args.seeds.split(",")]
     print("base", payload["base_groups"], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed in payload["seeds"]:
+    for seed in todo:
         for name in args.runs.split(","):
             with tempfile.TemporaryDirectory(prefix="mlret-ftha-") as tmp:
                 t = time.perf_counter()
@@ -167,7 +176,8 @@ def main() -> None:
                 report = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries, name=name)
             row = {"run": name, "seed": seed, "seconds": round(seconds, 1), "groups": groups(report, bench_groups),
                    "losers": losers(base, report), "selection": result.selection, "report": report,
-                   "train_loss": result.train_loss}
+                   "train_loss": result.train_loss,
+                   "load_avg_15min": round(os.getloadavg()[2], 2)}
             payload["runs"].append(row)
             print(name, seed, row["groups"], "epoch", result.selection.get("chosen_epoch"), f"{seconds:.0f}s", flush=True)
             summarise(payload)

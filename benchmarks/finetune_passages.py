@@ -8,6 +8,10 @@ plus the options of ``RUNS``. Reports MRR per language group, seconds per step a
 RSS during the fine-tune (sampled every 0.2 s). Writes ``benchmarks/results/finetune_passages.{json,md,png}``.
 
     python benchmarks/finetune_passages.py [--seeds 0] [--runs default]
+    python benchmarks/finetune_passages.py --probe-steps 8   # s/step and peak RSS only, per setting
+
+``--probe-steps N`` trains N steps per setting of ``PROBES``, each in a fresh process whose own peak RSS
+(``getrusage``) is the figure, and writes ``benchmarks/results/finetune_passages_probe.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ RUNS: dict[str, tuple[dict, str]] = {
     "hard": ({"negatives": "hard"}, "mined with the current model, false negatives (> 95 % of the positive) dropped"),
 }
 MIN_QUERIES = 100
+PROBES: dict[str, dict] = {
+    "default (batch 8, 256 tokens)": {},
+    "batch 4": {"batch_size": 4},
+    "192 tokens": {"max_seq_length": 192},
+    "128 tokens": {"max_seq_length": 128},
+}
 
 
 class PeakRSS:
@@ -111,13 +121,51 @@ def verdicts(payload: dict) -> list[str]:
     return out
 
 
+def _probe_child(options: dict, steps: int, queue) -> None:
+    import resource
+
+    from mlret_rag.datasets import build_passage_benchmark
+    from mlret_rag.finetune import finetune
+
+    bench = build_passage_benchmark()
+    with tempfile.TemporaryDirectory(prefix="mlret-ftp-probe-") as tmp:
+        result = finetune(bench.kb, bench.train_queries, out=Path(tmp) / "m", seed=0, max_steps=steps, dev_share=0,
+                          show_progress_bar=False, **options)
+    queue.put({"seconds_per_step": result.selection["seconds_per_step"], "steps": result.selection["steps"],
+               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),
+               "estimated_peak_gb": result.config.get("estimated_peak_gb"),
+               "batch_size": result.config["batch_size"], "max_seq_length": result.config["max_seq_length"]})
+
+
+def probe(steps: int, out: Path) -> None:
+    """Seconds per step and peak RSS of a few training steps per setting, each in a fresh process."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for name, options in PROBES.items():
+        queue = ctx.Queue()
+        child = ctx.Process(target=_probe_child, args=(options, steps, queue))
+        child.start()
+        row = {"setting": name, "options": options, **queue.get()}
+        child.join()
+        row["load_avg_1min"] = round(os.getloadavg()[0], 2)
+        rows.append(row)
+        print(row, flush=True)
+    (out / "finetune_passages_probe.json").write_text(json.dumps({"steps": steps, "rows": rows}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--runs", default="default")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--probe-steps", type=int, default=0)
     args = parser.parse_args()
+    if args.probe_steps:
+        probe(args.probe_steps, args.out)
+        return
     if args.render_only:
         payload = json.loads((args.out / "finetune_passages.json").read_text())
         payload["verdicts"] = verdicts(payload)

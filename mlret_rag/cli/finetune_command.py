@@ -14,15 +14,30 @@ from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
 _TRAINING = "Training"
 _SAMPLING = "Negatives and batches"
 _DEV = "Schedule chosen on dev data"
+_SELF = "Unlabelled questions (self-training)"
 
 
 @app.command("finetune")
 @one_line_errors
 def finetune_command(
     kb: Annotated[Path, typer.Option("--kb", help="Knowledge base (.jsonl/.csv): labelled intents, or passages.")],
-    queries: Annotated[Path, typer.Option(
-        "--queries", help="Training queries in any language, with a label or relevant_ids (passage KBs).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write the fine-tuned model to.")],
+    queries: Annotated[Path | None, typer.Option(
+        "--queries", help="Training queries in any language, with a label or relevant_ids (passage KBs); "
+        "without them a labelled KB is split into index and training rows.")] = None,
+    unlabelled: Annotated[Path | None, typer.Option(
+        "--unlabelled", help="Questions without labels (.jsonl/.csv: text, lang), e.g. logs: pseudo-labelled "
+        "every epoch when the current model is confident enough (threshold set on dev).",
+        rich_help_panel=_SELF)] = None,
+    pseudo_label_precision: Annotated[float, typer.Option(
+        "--pseudo-label-precision", help="Share of correct pseudo-labels the dev-chosen threshold aims at.",
+        rich_help_panel=_SELF)] = 0.9,
+    pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
+        "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: as many as the "
+        "labelled anchors, at least 256).", rich_help_panel=_SELF)] = None,
+    train_ratio: Annotated[float, typer.Option(
+        "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
+        rich_help_panel=_TRAINING)] = 0.3,
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.",
                                            rich_help_panel=_SAMPLING)] = "weighted",
@@ -73,8 +88,9 @@ def finetune_command(
     from ..kb import load_kb, load_queries
 
     kb_records = load_kb(kb)  # every file validated before a model is loaded
-    query_records = load_queries(queries)
+    query_records = None if queries is None else load_queries(queries)
     dev_records = None if dev is None else load_queries(dev)
+    unlabelled_records = None if unlabelled is None else load_queries(unlabelled)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     result = finetune(
         kb_records, query_records, out=out, model=model, negatives=negatives,
@@ -84,6 +100,8 @@ def finetune_command(
         max_seq_length=max_seq_length, max_steps=max_steps, max_seconds=max_seconds,
         freeze_embeddings=freeze_embeddings, seed=seed, dev_queries=dev_records, dev_share=dev_share,
         patience=patience, interpolate=interpolate, overwrite=overwrite, show_progress_bar=not quiet,
+        unlabelled=unlabelled_records, pseudo_label_precision=pseudo_label_precision,
+        pseudo_labels_per_epoch=pseudo_labels_per_epoch, train_ratio=train_ratio,
     )
     typer.echo(summary_lines(result))
 
@@ -118,4 +136,22 @@ def summary_lines(result: Any) -> str:
             lines.append("language guard: no dev language loses more than 2 MRR points against the base model")
     else:
         lines.append(f"no dev selection: {sel.get('note', '')}")
+    if sel.get("pseudo_labels"):
+        from ..finetune.pseudo_labels import never_cleared
+        from ..finetune.train import pseudo_label_line
+
+        pool = s["unlabelled"]
+        dropped = sum(pool.get("unreadable_dropped", {}).values())
+        lines.append(f"unlabelled questions: {pool['used']} used of {pool['given']} ("
+                     + ", ".join(f"{lang} {n}" for lang, n in pool["per_language"].items()) + ")"
+                     + (f"; {dropped} left out as unreadable to the model" if dropped else "")
+                     + (f"; the labels of {pool['labels_ignored']} rows ignored" if pool["labels_ignored"] else ""))
+        for r in sel["pseudo_labels"]:
+            per = ", ".join(f"{lang} {n}" for lang, n in r["cleared_per_language"].items())
+            lines.append(pseudo_label_line(r) + (f"; cleared per language: {per}" if r["cleared"] else ""))
+        never = never_cleared(sel["pseudo_labels"])
+        if never:
+            lines.append("WARNING: no unlabelled question in " + ", ".join(
+                f"{lang} ({pool['per_language'][lang]})" for lang in never)
+                + " ever matched the KB confidently enough to be pseudo-labelled")
     return "\n".join(lines)

@@ -255,6 +255,9 @@ class IntentBenchmark:
         train_languages: languages of ``train_queries``.
         zero_shot_languages: evaluation languages left out of training.
         descriptions: English description per intent (for a label similarity).
+        unlabelled_pool: utterances of ``pool_languages`` disjoint from every KB, training and evaluation
+            text, for self-training; each carries its true label so a benchmark can score pseudo-labels
+            (strip it before training: ``finetune`` ignores it anyway).
     """
 
     index: list[KBRecord]
@@ -264,6 +267,7 @@ class IntentBenchmark:
     train_languages: tuple[str, ...]
     zero_shot_languages: tuple[str, ...]
     descriptions: dict[str, str] = field(default_factory=dict)
+    unlabelled_pool: list[QueryRecord] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -286,7 +290,9 @@ class IntentBenchmark:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         paths = {}
-        for part in ("index", "kb_train", "train_queries", "eval_queries"):
+        for part in ("index", "kb_train", "train_queries", "eval_queries", "unlabelled_pool"):
+            if part == "unlabelled_pool" and not self.unlabelled_pool:
+                continue
             paths[part] = out / f"{part}.jsonl"
             with paths[part].open("w", encoding="utf-8") as fh:
                 for rec in getattr(self, part):
@@ -305,6 +311,8 @@ def build_intent_benchmark(
     eval_per_intent: int = 5,
     min_intents: int = 10,
     seed: int = 0,
+    pool_languages: Sequence[str] = (),
+    pool_per_intent: int = 0,
 ) -> IntentBenchmark:
     """Build the English-KB benchmark: index/train KB split, training anchors, held-out eval queries.
 
@@ -319,6 +327,9 @@ def build_intent_benchmark(
         eval_per_intent: held-out evaluation queries per (language, intent).
         min_intents: languages covering fewer KB intents are left out when picking zero-shot languages.
         seed: sampling and split seed.
+        pool_languages, pool_per_intent: zero-shot languages that also get an unlabelled pool of up to
+            ``pool_per_intent`` utterances per intent (``unlabelled_pool``); the evaluation queries are
+            the same as without a pool.
 
     Every evaluation text differs (case-insensitively) from every KB and training text in any language,
     and only intents present in the English index are kept.
@@ -384,11 +395,35 @@ def build_intent_benchmark(
             eval_rows.extend((t, intent, lang) for t in texts[:eval_per_intent])
     eval_queries = [QueryRecord(text=t, label=i, lang=lang) for t, i, lang in eval_rows
                     if i in labels and _key(t) not in used]
+    pool = _unlabelled_pool(pool_languages, candidates, pool_per_intent, eval_per_intent, seed, labels,
+                            used | {_key(q.text) for q in eval_queries})
     rng.shuffle(train_queries)
     descriptions = {k: v for k, v in intent_descriptions().items() if k in labels}
     return IntentBenchmark(index=index, kb_train=kb_train, train_queries=train_queries,
                            eval_queries=eval_queries, train_languages=train_langs,
-                           zero_shot_languages=tuple(candidates), descriptions=descriptions)
+                           zero_shot_languages=tuple(candidates), descriptions=descriptions,
+                           unlabelled_pool=pool)
+
+
+def _unlabelled_pool(languages: Sequence[str], zero_shot: Sequence[str], per_intent: int, eval_per_intent: int,
+                     seed: int, labels: set[str], taken: set[str]) -> list[QueryRecord]:
+    """Utterances past each (language, intent)'s evaluation sample, minus any text used elsewhere."""
+    languages = list(dict.fromkeys(languages))
+    if not languages:
+        return []
+    if isinstance(per_intent, bool) or not isinstance(per_intent, int) or per_intent < 1:
+        raise ValueError(f"pool_per_intent must be a positive integer when pool_languages are given, got {per_intent!r}")
+    stray = [lang for lang in languages if lang not in zero_shot]
+    if stray:
+        raise ValueError(f"pool_languages must be zero-shot languages of the benchmark; not: {stray}")
+    extended = load_home_assistant_intents(languages, per_intent=eval_per_intent + per_intent, seed=seed,
+                                           intents=labels)
+    pool = []
+    for lang in languages:
+        for intent, texts in _group(extended[lang]).items():
+            fresh = [t for t in texts[eval_per_intent:] if _key(t) not in taken]
+            pool += [QueryRecord(text=t, label=intent, lang=lang) for t in fresh[:per_intent]]
+    return pool
 
 
 def _group(rows: list[tuple[str, str]]) -> dict[str, list[str]]:

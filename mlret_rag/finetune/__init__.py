@@ -3,7 +3,7 @@
 One concept per module: :mod:`.split` (index/training split), :mod:`.label_similarity`,
 :mod:`.negatives` (standard / weighted / hard), :mod:`.examples` (anchor, positive, negatives),
 :mod:`.epochs` (examples redrawn per epoch), :mod:`.dev` (dev split, selection, language guard),
-:mod:`.memory` (peak-memory check), :mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
+:mod:`.memory` (peak-memory check), :mod:`.pseudo_labels` (self-training on unlabelled questions), :mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
 :mod:`.card` (model card) and :mod:`.train` (:func:`finetune`). Heavy libraries load on first use.
 """
 
@@ -25,6 +25,8 @@ _EXPORTS = {
     "prepare_training_data": ".data", "TrainingData": ".data", "EpochExamples": ".epochs",
     "split_dev": ".dev", "DevSplit": ".dev", "dev_score": ".dev", "language_guard": ".dev",
     "TrainingMemoryError": ".memory", "estimate_peak_gb": ".memory",
+    "PseudoLabeller": ".pseudo_labels", "choose_threshold": ".pseudo_labels", "estimated_precision": ".pseudo_labels",
+    "target_margins": ".pseudo_labels", "unlabelled_questions": ".pseudo_labels",
     "LanguageBatchSampler": ".sampler", "language_batch_sampler": ".sampler",
     "LabelMaskedMNRLoss": ".loss", "masked_infonce_loss": ".loss",
     "Translator": ".translate", "chat_model_translator": ".translate",
@@ -44,6 +46,7 @@ __all__ = [
     "LanguageBatchSampler",
     "NegativeSampler",
     "OutputExistsError",
+    "PseudoLabeller",
     "TrainingData",
     "TrainingMemoryError",
     "Translator",
@@ -51,9 +54,11 @@ __all__ = [
     "build_examples",
     "centroid_similarity",
     "chat_model_translator",
+    "choose_threshold",
     "confusion_similarity",
     "dev_score",
     "estimate_peak_gb",
+    "estimated_precision",
     "finetune",
     "label_probabilities",
     "label_similarity",
@@ -65,6 +70,8 @@ __all__ = [
     "read_card",
     "split_dev",
     "split_kb",
+    "target_margins",
+    "unlabelled_questions",
 ]
 
 if TYPE_CHECKING:

@@ -38,6 +38,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         lines += [f"| {k} | {_fmt(v)} |" for k, v in section.items()]
         lines.append("")
     lines += _selection_lines(card.get("selection") or {})
+    lines += pseudo_label_lines(card.get("selection") or {}, (card.get("data") or {}).get("unlabelled"))
     evaluation = card.get("evaluation")
     if evaluation:
         lines += ["## Evaluation", "", "| model | language | n | MRR | hit@1 | hit@3 | hit@10 | nDCG@10 |",
@@ -75,6 +76,34 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
                   for g in guard]
     else:
         lines.append("No dev language loses more than 2 MRR points against the base model.")
+    lines.append("")
+    return lines
+
+
+def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -> list[str]:
+    """Self-training per epoch: the dev-chosen threshold, precision on dev and estimated for the kept
+    questions, and how many of each language cleared it."""
+    rounds = selection.get("pseudo_labels")
+    if not rounds:
+        return []
+    langs = list((pool or {}).get("per_language") or rounds[0]["cleared_per_language"])
+    lines = ["## Pseudo-labelled questions (self-training)", "",
+             (f"{(pool or {}).get('used', '?')} unlabelled questions, pseudo-labelled with the current model at the "
+              "start of each epoch; kept when their best target beats the runner-up by the threshold margin, "
+              "chosen on the dev queries for the precision target. The estimate applies the dev accuracy per "
+              "margin (isotonic fit) to the kept questions' margins."), "",
+             "| epoch | threshold | dev precision | estimated precision | cleared | used | "
+             + " | ".join(f"{lang} ({pool['per_language'][lang]})" if pool else lang for lang in langs) + " |",
+             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]
+    for r in rounds:
+        cells = [str(r["epoch"]), _fmt(r["threshold"]), _fmt(r["dev_precision"]), _fmt(r["estimated_precision"]),
+                 str(r["cleared"]), str(r["used"])] + [str(r["cleared_per_language"].get(lang, 0)) for lang in langs]
+        lines.append("| " + " | ".join(cells) + " |")
+    from .pseudo_labels import never_cleared
+
+    never = never_cleared(rounds)
+    if never:
+        lines += ["", "**Never pseudo-labelled (no confident KB match in any epoch):** " + ", ".join(never)]
     lines.append("")
     return lines
 

@@ -7,11 +7,13 @@ at the start of each epoch (false-negative filtered on passage KBs, :func:`.nega
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..errors import KnowledgeBaseError
 from .data import TrainingData
-from .examples import Example, build_examples
+from .examples import Anchor, Example, build_examples
 from .label_similarity import anchor_similarity, confusion_similarity, label_similarity
 from .negatives import NegativeSampler, mine_hard_negatives
 
@@ -32,22 +34,27 @@ class EpochExamples:
         self._sampler: NegativeSampler | None = None
         self._per_anchor: np.ndarray | None = None
 
-    def examples(self, encoder, epoch: int) -> list[Example]:
-        """Examples for ``epoch`` (0-based), drawn with the seed ``[seed, epoch]`` (epoch 0: ``seed``)."""
+    def examples(self, encoder, epoch: int, extra: Sequence[Anchor] = ()) -> list[Example]:
+        """Examples for ``epoch`` (0-based), drawn with the seed ``[seed, epoch]`` (epoch 0: ``seed``);
+        ``extra`` anchors (pseudo-labelled questions, :mod:`.pseudo_labels`) join this epoch only."""
         data, ranked = self.data, None
+        anchors = [*data.anchors, *extra]
         if self._sampler is None:
             similarity = self._similarity(encoder) if self.strategy == "weighted" else None
             self._sampler = NegativeSampler(data.index_label_ids, len(data.labels), strategy=self.strategy,
                                             similarity=similarity, temperature=self.temperature)
+        if extra and self._per_anchor is not None:
+            raise ValueError("similarity='anchor' weighs negatives per labelled anchor; "
+                             "it does not combine with unlabelled questions")
         if self.strategy == "hard":
-            anchor_vecs = encoder.encode_queries([a.text for a in data.anchors])
+            anchor_vecs = encoder.encode_queries([a.text for a in anchors])
             index_vecs = encoder.encode_documents([r.text for r in data.index])
             # a few spare candidates so the anchor's own source record can never crowd out a real negative
-            ranked = mine_hard_negatives(anchor_vecs, index_vecs, [a.label_id for a in data.anchors],
+            ranked = mine_hard_negatives(anchor_vecs, index_vecs, [a.label_id for a in anchors],
                                          data.index_label_ids, self.k + 2,
-                                         relevant=[a.relevant for a in data.anchors] if data.passages else None,
+                                         relevant=[a.relevant for a in anchors] if data.passages else None,
                                          false_negative_share=self.false_negative_share)
-        examples, _ = build_examples(data.anchors, data.index, data.index_label_ids, self._sampler,
+        examples, _ = build_examples(anchors, data.index, data.index_label_ids, self._sampler,
                                      negatives_per_anchor=self.k, seed=self.seed if epoch == 0 else [self.seed, epoch],
                                      ranked=ranked, anchor_similarity=self._per_anchor)
         if not examples:

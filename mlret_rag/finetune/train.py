@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .._quiet import quiet_transformers
-from ..errors import KnowledgeBaseError, MlretError
+from ..errors import KnowledgeBaseError, OutputExistsError
 from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 from .card import CARD_FILE, write_card
 from .data import TrainingData, prepare_training_data
@@ -29,6 +29,7 @@ from .examples import Anchor, Example
 from .label_similarity import SIMILARITIES
 from .memory import check_training_memory
 from .negatives import STRATEGIES
+from .pseudo_labels import DEFAULT_PRECISION, PseudoLabeller, unlabelled_questions
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,13 @@ DEFAULT_MAX_SEQ_LENGTH = 256
 MAX_WEIGHTED_LABELS = 20_000  # label (or passage) similarity matrix of at most 3.2 GB in float64
 
 
-class OutputExistsError(MlretError, FileExistsError):
-    """The output folder is not empty and ``overwrite`` was not given."""
-
 
 @dataclass
 class FinetuneResult:
-    """What a fine-tune produced: the folder, data statistics, configuration, loss and evaluation."""
+    """What a fine-tune produced: the folder, data statistics, configuration, loss and evaluation.
+
+    ``pseudo_labels`` (with ``unlabelled``): per epoch, the (question, label or passage id) pairs trained on.
+    """
 
     out: Path
     stats: dict[str, Any]
@@ -58,6 +59,7 @@ class FinetuneResult:
     evaluation: dict[str, Any] | None = None
     examples: list[Example] = field(default_factory=list, repr=False)
     selection: dict[str, Any] = field(default_factory=dict)
+    pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list, repr=False)
 
 
 def finetune(
@@ -93,6 +95,9 @@ def finetune(
     false_negative_share: float = 0.95,
     max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
     interpolate: bool = False,
+    unlabelled: Any = None,
+    pseudo_label_precision: float = DEFAULT_PRECISION,
+    pseudo_labels_per_epoch: int | None = None,
     check_memory: bool = True,
     overwrite: bool = False,
     eval_queries: Any = None,
@@ -145,6 +150,14 @@ def finetune(
         interpolate: after choosing the epoch, also try the weights ``base + a * (tuned - base)`` for
             ``a`` in 0.25, 0.5, 0.75 and keep whichever scores best on dev (needs a dev part; off by
             default: measured in ``benchmarks/finetune_ha.py``).
+        unlabelled: questions without labels (path, records or dicts of ``text`` and optional ``lang``),
+            e.g. a deployed assistant's logs: self-training (:mod:`.pseudo_labels`) adds, every epoch, those
+            the current model labels with a margin that dev shows to be ``pseudo_label_precision``
+            correct. Needs a dev part; works with ``queries=None`` (the KB's training part gives it).
+        pseudo_label_precision: the share of correct pseudo-labels the dev-chosen threshold aims at.
+        pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample of those
+            clearing the threshold); default: as many as the labelled anchors, at least 256, so an epoch
+            at most about doubles.
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         overwrite: replace a non-empty ``out`` folder.
         eval_queries: held-out queries; base and tuned models are evaluated and the figures go in the card.
@@ -175,8 +188,14 @@ def finetune(
     data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
                                  translator=translator, translate_to=translate_to, group_by=group_by)
     eval_records = None if eval_queries is None else as_query_records(eval_queries)
+    if dev_queries is not None and dev_share not in (None, 0):
+        raise ValueError("give dev_queries (--dev) or dev_share (--dev-share), not both")
     user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
     data, dev, selection = _hold_out_dev(data, dev_share, user_dev, seed)
+    labeller = None
+    if unlabelled is not None:
+        labeller = _pseudo_labeller(data, dev, as_query_records(unlabelled), pseudo_label_precision,
+                                    pseudo_labels_per_epoch, seed, similarity)
     k = negatives_per_anchor if negatives_per_anchor is not None else (1 if data.passages else 3)
     batch = batch_size if batch_size is not None else (8 if data.passages else 32)
     if similarity != "centroid" and data.passages:
@@ -217,11 +236,16 @@ def finetune(
         "scale": scale, "max_steps": max_steps, "max_seconds": max_seconds, "max_seq_length": max_seq_length,
         "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2), "interpolate": interpolate,
+        "pseudo_label_precision": None if labeller is None else pseudo_label_precision,
+        "pseudo_labels_per_epoch": None if labeller is None else labeller.per_epoch,
     }
     sampling = EpochExamples(data, negatives, k, temperature, seed, label_descriptions, similarity, false_negative_share)
-    run = _train(encoder, sampling, dev, config, show_progress_bar)
+    run = _train(encoder, sampling, dev, config, show_progress_bar, labeller)
     examples = run.first_examples
-    stats = dict(data.stats, examples=len(examples), anchors_without_positive=len(data.anchors) - len(examples))
+    stats = dict(data.stats, examples=len(examples),
+                 anchors_without_positive=len(data.anchors) + run.first_pseudo - len(examples))
+    if labeller is not None:
+        stats["unlabelled"] = labeller.stats
     selection.update(run.selection)
 
     transformers.set_seed(seed)
@@ -238,7 +262,7 @@ def finetune(
     _save(encoder, out, card)
     return FinetuneResult(out=out, stats=stats, config=config, train_loss=run.train_loss,
                           seconds=time.perf_counter() - started, evaluation=evaluation or None,
-                          examples=examples, selection=selection)
+                          examples=examples, selection=selection, pseudo_labels=run.pseudo_labels)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -355,10 +379,14 @@ class _Run:
     steps: int
     first_examples: list[Example]
     selection: dict[str, Any]
+    first_pseudo: int = 0
+    pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
-def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str, Any], show_progress_bar: bool) -> _Run:
-    """Train epoch by epoch (fresh negatives each), score dev after each, keep the best weights, stop on patience."""
+def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str, Any], show_progress_bar: bool,
+           labeller: PseudoLabeller | None = None) -> _Run:
+    """Train epoch by epoch (fresh negatives, and pseudo-labels, each), score dev after each, keep the best
+    weights, stop on patience."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -369,8 +397,13 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
             raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
         inner.get_input_embeddings().weight.requires_grad_(False)
     trainable = [p for p in st.parameters() if p.requires_grad]
-    first = sampling.examples(encoder, 0)
-    per_epoch = _steps_per_epoch([e.lang for e in first], config["batch_size"], config["one_language_per_batch"])
+    rounds: list[dict[str, Any]] = []
+    kept: list[list[tuple[str, str]]] = []
+    first, first_pseudo = _epoch_examples(encoder, sampling, labeller, 0, rounds, kept, show_progress_bar)
+    labelled_langs = [e.lang for e in first[: len(first) - first_pseudo]]
+    per_epoch = _steps_per_epoch(labelled_langs, config["batch_size"], config["one_language_per_batch"])
+    if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add
+        per_epoch += -(-min(labeller.per_epoch, len(labeller.questions)) // config["batch_size"])
     planned = config["max_steps"] or config["epochs"] * per_epoch  # max_steps overrides epochs
     epochs = -(-planned // per_epoch)
     optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.0)
@@ -389,8 +422,10 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     losses: list[tuple[float, int]] = []
     steps, train_seconds = 0, 0.0
     for epoch in range(epochs):
-        examples = first if epoch == 0 else sampling.examples(encoder, epoch)
-        todo = min(per_epoch, planned - steps)
+        examples = first if epoch == 0 else _epoch_examples(encoder, sampling, labeller, epoch, rounds, kept,
+                                                            show_progress_bar)[0]
+        this_epoch = _steps_per_epoch([e.lang for e in examples], config["batch_size"], config["one_language_per_batch"])
+        todo = min(this_epoch, planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config["max_seq_length"]):
             output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline,
@@ -425,6 +460,8 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     assert st.max_seq_length == window
     selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps,
                                  "seconds_per_step": round(train_seconds / max(1, steps), 3)}
+    if labeller is not None:
+        selection["pseudo_labels"] = rounds
     if dev is not None:
         _restore(best_weights, trainable)
         if config["interpolate"] and best_epoch > 0:
@@ -438,7 +475,69 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
         if best_epoch == 0:
             logger.warning("no epoch beat the base model on the dev queries; the base weights are kept")
     loss = sum(v * n for v, n in losses) / sum(n for _, n in losses) if losses else None
-    return _Run(train_loss=loss, steps=steps, first_examples=first, selection=selection)
+    return _Run(train_loss=loss, steps=steps, first_examples=first, selection=selection, first_pseudo=first_pseudo,
+                pseudo_labels=kept)
+
+
+def _epoch_examples(encoder, sampling: EpochExamples, labeller: PseudoLabeller | None, epoch: int,
+                    rounds: list[dict[str, Any]], kept: list[list[tuple[str, str]]],
+                    show_progress_bar: bool) -> tuple[list[Example], int]:
+    """This epoch's examples, with the questions the current model pseudo-labels (if any; recorded in
+    ``rounds`` and ``kept``); and how many anchors those added."""
+    if labeller is None:
+        return sampling.examples(encoder, epoch), 0
+    extra, report = labeller.round(encoder, epoch)
+    data = sampling.data
+    rounds.append(report)
+    kept.append([(a.text, data.index[a.relevant[0]].id if a.relevant else data.labels[a.label_id]) for a in extra])
+    _say(show_progress_bar, pseudo_label_line(report))
+    return sampling.examples(encoder, epoch, extra), len(extra)
+
+
+def pseudo_label_line(report: dict[str, Any]) -> str:
+    """One line on an epoch's pseudo-labels: threshold, how many cleared it, dev and estimated precision."""
+    if report["threshold"] is None:
+        return f"epoch {report['epoch']} pseudo-labels: none (no margin reaches the precision target on dev)"
+    est = report["estimated_precision"]
+    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} cleared margin {report['threshold']:.3f} "
+            f"({report['used']} used), dev precision {report['dev_precision']:.2f}, estimated precision of the "
+            f"kept {'-' if est is None else f'{est:.2f}'}")
+
+
+def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord], precision: float,
+                     per_epoch: int | None, seed: int, similarity: str) -> PseudoLabeller:
+    """Set up self-training: the dev queries with their correct targets, and the questions to label."""
+    if not isinstance(precision, (int, float)) or isinstance(precision, bool) or not 0 < precision < 1:
+        raise ValueError(f"pseudo_label_precision must be a number strictly between 0 and 1, got {precision!r}")
+    if per_epoch is not None and (isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or per_epoch < 1):
+        raise ValueError(f"pseudo_labels_per_epoch must be a positive integer or None, got {per_epoch!r}")
+    if similarity == "anchor":
+        raise ValueError("similarity='anchor' weighs negatives per labelled anchor; it does not combine with unlabelled")
+    if dev is None:
+        raise KnowledgeBaseError(
+            "unlabelled questions need dev queries to set the pseudo-label threshold on: give dev queries "
+            "(--dev FILE), more training queries, or a dev_share (--dev-share) that leaves at least 20 of them"
+        )
+    position = {r.id: i for i, r in enumerate(data.index)}
+    label_ids = {label: i for i, label in enumerate(data.labels)}
+    dev_texts, dev_targets = [], []
+    for q in dev.queries:
+        if q.relevant_ids is not None:
+            targets = tuple(position[x] for x in q.relevant_ids if x in position)
+        else:
+            targets = (label_ids[q.label],) if q.label in label_ids else ()
+        if targets:
+            dev_texts.append(q.text)
+            dev_targets.append(targets)
+    questions, stats = unlabelled_questions(questions, known_texts=[a.text for a in data.anchors] + dev_texts)
+    if per_epoch is None:
+        per_epoch = max(len(data.anchors), 256)
+    if data.passages:
+        targets, n = list(range(len(data.index))), len(data.index)
+    else:
+        targets, n = list(data.index_label_ids), len(data.labels)
+    return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
+                          list(data.index_label_ids), n, data.passages, precision, per_epoch, seed, stats)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,

@@ -1,0 +1,223 @@
+"""Self-training from unlabelled questions on Home Assistant intents: the same fine-tune with and without a pool.
+
+The benchmark of ``finetune_ha.py`` (same KB, training and evaluation queries) plus an unlabelled pool:
+utterances of six weak zero-shot languages and variants (de-CH, eu, ga, lb, lt, lv), disjoint from every
+evaluation text, 2,000 in all (a seeded sample). Per seed: ``finetune(kb, queries)`` (library defaults)
+and ``finetune(kb, queries, unlabelled=pool)``, evaluated on the same queries. Reports MRR per language
+group and for the pool languages, the languages (>= 100 queries) that lose more than 1 point because of
+the pool, the pseudo-labels' true precision per epoch next to the dev-estimated one, and the time ratio.
+Writes ``benchmarks/results/selftrain_ha.{json,md,png}``.
+
+    python benchmarks/selftrain_ha.py [--seeds 0,1,2] [--append] [--render-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from finetune_ha import MIN_QUERIES, groups
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POOL_LANGUAGES = ("de-CH", "eu", "ga", "lb", "lt", "lv")
+POOL_SIZE = 2000
+
+
+def pool_mrr(report: dict) -> float:
+    per = report["per_language"]
+    return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
+
+
+def compare(without: dict, with_pool: dict, points: float = 0.01) -> list:
+    """Languages (>= MIN_QUERIES queries) that lose more than ``points`` MRR with the pool."""
+    rows = []
+    for lang, m in with_pool["per_language"].items():
+        b = without["per_language"][lang]
+        if m["n_queries"] >= MIN_QUERIES and m["mrr"] < b["mrr"] - points:
+            rows.append({"lang": lang, "n": m["n_queries"], "delta": round(m["mrr"] - b["mrr"], 4)})
+    return sorted(rows, key=lambda r: r["delta"])
+
+
+def precision_rows(selection: dict, kept: list, truth: dict) -> list:
+    rows = []
+    for report, pairs in zip(selection.get("pseudo_labels", []), kept):
+        true = sum(truth[t] == label for t, label in pairs) / len(pairs) if pairs else None
+        rows.append({"epoch": report["epoch"], "used": report["used"], "threshold": report["threshold"],
+                     "dev_precision": report["dev_precision"], "estimated_precision": report["estimated_precision"],
+                     "true_precision": None if true is None else round(true, 4),
+                     "cleared_per_language": report["cleared_per_language"]})
+    return rows
+
+
+def reused_without(path: Path, seed: int, language_groups: dict) -> dict:
+    """The ``default`` run of ``finetune_ha.py`` for ``seed``: the same benchmark data and ``finetune`` call."""
+    runs = [r for r in json.loads(path.read_text())["runs"] if r["run"] == "default" and r["seed"] == seed]
+    if not runs:
+        raise SystemExit(f"{path} has no default run for seed {seed}; run without --reuse-without")
+    r, report = runs[0], runs[0]["report"]
+    return {"seconds": r["seconds"], "groups": groups(report, language_groups), "pool_mrr": round(pool_mrr(report), 4),
+            "chosen_epoch": r["selection"].get("chosen_epoch"),
+            "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()},
+            "curve": [p["dev_score"] for p in r["selection"].get("curve", [])], "report": report,
+            "load_avg_15min": r.get("load_avg_15min"), "source": "finetune_ha.json (default run)"}
+
+
+def quiet_machine(row: dict, most_load: float = 1.5) -> bool:
+    """Both runs of a seed timed with the 15-minute load average at most ``most_load`` (2 cores)."""
+    loads = [row[name].get("load_avg_15min") for name in ("without", "with")]
+    return all(load is not None and load <= most_load for load in loads)
+
+
+def summarise(payload: dict) -> None:
+    rows = payload["runs"]
+    d = lambda key: [r["with"]["groups"][key] - r["without"]["groups"][key] for r in rows]
+    pool_gain = [r["with"]["pool_mrr"] - r["without"]["pool_mrr"] for r in rows]
+    errors = [abs(p["estimated_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
+              if p["estimated_precision"] is not None and p["true_precision"] is not None]
+    dev_errors = [abs(p["dev_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
+                  if p["dev_precision"] is not None and p["true_precision"] is not None]
+    ratios = [r["with"]["seconds"] / r["without"]["seconds"] for r in rows if quiet_machine(r)]
+    worst = min((x["delta"] for r in rows for x in r["losers"]), default=0.0)
+    ok = lambda flag: "**met**" if flag else "**missed**"
+    m = {"seeds": len(rows), "pool_gain": statistics.mean(pool_gain), "pool_gain_per_seed": pool_gain,
+         "train_delta": statistics.mean(d("train")), "en_delta": statistics.mean(d("en")),
+         "unseen_delta": statistics.mean(d("unseen")), "overall_delta": statistics.mean(d("overall")),
+         "max_precision_error": max(errors, default=None), "max_dev_precision_error": max(dev_errors, default=None),
+         "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios)}
+    payload["means"] = m
+    payload["verdicts"] = [
+        f"* pool languages gain >= 0.04 MRR over the same fine-tune without the pool: {ok(m['pool_gain'] >= 0.04)} "
+        f"({m['pool_gain']:+.4f}; per seed " + ", ".join(f"{g:+.4f}" for g in pool_gain) + ")",
+        f"* no language (>= {MIN_QUERIES} queries) loses more than 1 point: {ok(worst >= -0.01)} (worst {worst:+.4f})",
+        (f"* trained languages and English do not drop: {ok(m['train_delta'] >= 0 and m['en_delta'] >= 0)} "
+        f"(trained {m['train_delta']:+.4f}, English {m['en_delta']:+.4f})"),
+        (f"* dev-estimated precision within 5 points of the true one, every epoch: "
+         f"{ok(m['max_precision_error'] is not None and m['max_precision_error'] <= 0.05)} (largest gap "
+         f"{m['max_precision_error'] if m['max_precision_error'] is None else round(m['max_precision_error'], 4)}; "
+         f"plain dev precision above the threshold: {m['max_dev_precision_error'] and round(m['max_dev_precision_error'], 4)})"),
+        (f"* time with the pool <= 2x without: {ok(bool(ratios) and m['time_ratio_median'] <= 2)} (median ratio "
+         f"{m['time_ratio_median'] and round(m['time_ratio_median'], 2)} over {len(ratios)} seeds whose runs were timed on a quiet machine)"),
+    ]
+
+
+def render(payload: dict, out: Path) -> None:
+    from mlret_rag.evaluate import plot_per_language
+
+    lines = ["# Self-training from unlabelled questions (Home Assistant intents)", "",
+             (f"The `finetune_ha.py` benchmark plus an unlabelled pool of {payload['data']['pool']} utterances in "
+              f"{', '.join(POOL_LANGUAGES)} (disjoint from the evaluation queries). Same seeds, library defaults "
+              "otherwise; 2-core CPU."), "",
+             "| seed | run | overall | en | train langs | unseen langs | pool langs | chosen epoch | train s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in payload["runs"]:
+        for name in ("without", "with"):
+            x = r[name]
+            g = x["groups"]
+            lines.append(f"| {r['seed']} | {name} pool | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
+                         f"{g['unseen']:.4f} | {x['pool_mrr']:.4f} | {x['chosen_epoch']} | {x['seconds']:.0f} |")
+    lines += ["", "## Targets (issue 11)", "", *payload["verdicts"], "",
+              "## Pool languages, MRR without / with the pool (mean over seeds)", "",
+              "| language | queries | base | without | with | gain |", "|---|---:|---:|---:|---:|---:|"]
+    for lang in POOL_LANGUAGES:
+        wo = statistics.mean(r["without"]["per_language"][lang] for r in payload["runs"])
+        wi = statistics.mean(r["with"]["per_language"][lang] for r in payload["runs"])
+        base = payload["base"]["per_language"][lang]
+        lines.append(f"| {lang} | {base['n_queries']} | {base['mrr']:.4f} | {wo:.4f} | {wi:.4f} | {wi - wo:+.4f} |")
+    lines += ["", "## Pseudo-labels per epoch: true precision against the estimates", "",
+              "| seed | epoch | used | threshold | dev precision | estimated | true |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}"
+    for r in payload["runs"]:
+        for p in r["precision"]:
+            lines.append(f"| {r['seed']} | {p['epoch']} | {p['used']} | {fmt(p['threshold'])} | {fmt(p['dev_precision'])} "
+                         f"| {fmt(p['estimated_precision'])} | {fmt(p['true_precision'])} |")
+    lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
+    lines += [f"* seed {r['seed']}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in r["losers"])
+                                         or "none") for r in payload["runs"]]
+    (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
+    first = payload["runs"][0]
+    plot_per_language({"base": payload["base"], "without pool": first["without"]["report"],
+                       "with pool": first["with"]["report"]}, out / "selftrain_ha.png",
+                      title="Home Assistant intents: MRR per language, fine-tune with / without an unlabelled pool")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true", help="add these seeds to the saved results")
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--reuse-without", action="store_true",
+                        help="take the run without the pool from finetune_ha.json's default run of the same seed "
+                             "(the same data and call)")
+    args = parser.parse_args()
+    saved = args.out / "selftrain_ha.json"
+    if args.render_only:
+        payload = json.loads(saved.read_text())
+        summarise(payload)
+        render(payload, args.out)
+        return
+
+    from mlret_rag import MultilingualEncoder
+    from mlret_rag.datasets.home_assistant import build_intent_benchmark
+    from mlret_rag.evaluate import evaluate
+    from mlret_rag.finetune import finetune
+    from mlret_rag.kb import QueryRecord
+
+    bench = build_intent_benchmark(kb_per_intent=20, train_per_intent=3, eval_per_intent=4, seed=0,
+                                   pool_languages=POOL_LANGUAGES, pool_per_intent=40)
+    pool = random.Random(0).sample(bench.unlabelled_pool, min(POOL_SIZE, len(bench.unlabelled_pool)))
+    truth = {q.text: q.label for q in pool}
+    unlabelled = [QueryRecord(q.text, lang=q.lang) for q in pool]  # no labels reach the library
+    base = evaluate(MultilingualEncoder(), bench.index, bench.eval_queries, name="base")
+    payload = {"benchmark": "home-assistant-intents, English KB, unlabelled pool",
+               "data": {"index": len(bench.index), "train_queries": len(bench.train_queries),
+                        "eval_queries": len(bench.eval_queries), "pool": len(pool),
+                        "pool_per_language": {lang: sum(q.lang == lang for q in pool) for lang in POOL_LANGUAGES}},
+               "base": base, "runs": []}
+    if args.append and saved.exists():
+        fresh = {int(s) for s in args.seeds.split(",")}
+        payload["runs"] = [r for r in json.loads(saved.read_text())["runs"] if r["seed"] not in fresh]
+    args.out.mkdir(parents=True, exist_ok=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        row = {"seed": seed}
+        if args.reuse_without:
+            row["without"] = reused_without(args.out / "finetune_ha.json", seed, bench.language_groups)
+        for name, extra in (("without", {}), ("with", {"unlabelled": unlabelled})):
+            if name in row:
+                continue
+            with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
+                t = time.perf_counter()
+                result = finetune(bench.index, bench.train_queries, out=Path(tmp) / "m", seed=seed,
+                                  show_progress_bar=False, **extra)
+                seconds = time.perf_counter() - t
+                report = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries, name=name)
+            row[name] = {"seconds": round(seconds, 1), "groups": groups(report, bench.language_groups),
+                         "pool_mrr": round(pool_mrr(report), 4), "chosen_epoch": result.selection.get("chosen_epoch"),
+                         "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()},
+                         "curve": [p["dev_score"] for p in result.selection.get("curve", [])], "report": report,
+                         "load_avg_15min": round(os.getloadavg()[2], 2), "source": "this script"}
+            if name == "with":
+                row["precision"] = precision_rows(result.selection, result.pseudo_labels, truth)
+                row["unlabelled_stats"] = result.stats.get("unlabelled")
+            print(seed, name, row[name]["groups"], "pool", row[name]["pool_mrr"], f"{seconds:.0f}s", flush=True)
+        row["losers"] = compare(row["without"]["report"], row["with"]["report"])
+        payload["runs"].append(row)
+        payload["runs"].sort(key=lambda r: r["seed"])
+        summarise(payload)
+        saved.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        render(payload, args.out)
+    print("\n".join(payload["verdicts"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Self-training from unlabelled questions: confident pseudo-labels, the confidence threshold set on dev.
+
+Paper A's Algorithm 1 takes unlabelled target-language questions next to the KB and the training
+queries. Here they are used by self-training, refreshed every epoch (each epoch is a round):
+
+1. encode the unlabelled questions, the dev queries and the index with the **current** model;
+2. a question's confidence is the **margin** by which its best target (label, or passage for passage
+   KBs) beats the runner-up: ``score(best) - score(second)``, a target scoring as its best index record;
+3. the threshold is the lowest margin at which the dev queries (labelled, held out, never
+   pseudo-labelled) that clear it are at least ``precision`` correct (:func:`choose_threshold`);
+4. questions clearing it join that epoch's anchors with their pseudo-label (at most ``per_epoch``,
+   a seeded sample); the precision of what was kept is estimated from dev by margin
+   (:func:`estimated_precision`) and reported per epoch with the counts per language.
+
+The threshold and the estimate look only at dev; the unlabelled questions' own labels (if a file has
+them) are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import KnowledgeBaseError
+from ..kb import QueryRecord
+from .examples import Anchor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRECISION = 0.9
+MIN_CLEARING = 10  # a threshold is only trusted when at least this many dev queries clear it
+
+
+def target_margins(query_vecs: np.ndarray, index_vecs: np.ndarray, index_targets: Sequence[int],
+                   n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best target per query and its margin over the runner-up (cosine of unit vectors).
+
+    ``index_targets[i]`` is the target of index record ``i`` (a label id, or the record's own position
+    for passages; ``-1``: none). A target scores as its best record. With one target the margin is its
+    score.
+    """
+    scores = np.asarray(query_vecs, dtype=np.float64) @ np.asarray(index_vecs, dtype=np.float64).T
+    targets = np.asarray(index_targets)
+    keep = targets >= 0
+    if not keep.any():
+        raise ValueError("no index record has a target")
+    scores, targets = scores[:, keep], targets[keep]
+    order = np.argsort(targets, kind="stable")
+    sorted_targets = targets[order]
+    starts = np.flatnonzero(np.r_[True, sorted_targets[1:] != sorted_targets[:-1]])
+    per_target = np.maximum.reduceat(scores[:, order], starts, axis=1)  # (queries, targets present)
+    present = sorted_targets[starts]
+    if per_target.shape[1] == 1:
+        return np.full(len(scores), present[0]), per_target[:, 0]
+    top2 = np.argpartition(-per_target, 1, axis=1)[:, :2]
+    rows = np.arange(len(scores))[:, None]
+    pair = per_target[rows, top2]
+    first = np.where(pair[:, 0] >= pair[:, 1], top2[:, 0], top2[:, 1])
+    margin = np.abs(pair[:, 0] - pair[:, 1])
+    return present[first], margin
+
+
+def choose_threshold(margins: Sequence[float], correct: Sequence[bool], *, precision: float = DEFAULT_PRECISION,
+                     min_clearing: int = MIN_CLEARING) -> float | None:
+    """Lowest margin ``t`` such that the dev queries with margin >= ``t`` are >= ``precision`` correct.
+
+    Only cut points between distinct margins count, and at least ``min_clearing`` queries must clear
+    ``t``; ``None`` when no such threshold exists (then nothing is pseudo-labelled).
+    """
+    m = np.asarray(margins, dtype=np.float64)
+    c = np.asarray(correct, dtype=bool)
+    if len(m) != len(c):
+        raise ValueError(f"margins and correct differ in length ({len(m)} vs {len(c)})")
+    if not len(m):
+        return None
+    order = np.argsort(-m, kind="stable")
+    m, c = m[order], c[order]
+    cleared = np.arange(1, len(m) + 1)
+    prec = np.cumsum(c) / cleared
+    last_of_tie = np.r_[m[1:] != m[:-1], True]  # a cut may only fall after the last of equal margins
+    ok = np.flatnonzero(last_of_tie & (prec >= precision) & (cleared >= min_clearing))
+    return float(m[ok[-1]]) if len(ok) else None
+
+
+def estimated_precision(dev_margins: Sequence[float], dev_correct: Sequence[bool],
+                        kept_margins: Sequence[float]) -> float | None:
+    """Precision of kept pseudo-labels estimated from dev: P(correct | margin), fitted on dev by isotonic
+    regression (monotone in the margin), averaged over the kept margins.
+
+    Plain dev precision above the threshold would overstate it when the kept questions sit closer to
+    the threshold than the dev ones do (harder languages do).
+    """
+    if not len(kept_margins):
+        return None
+    from sklearn.isotonic import IsotonicRegression
+
+    fit = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    fit.fit(np.asarray(dev_margins, dtype=np.float64), np.asarray(dev_correct, dtype=np.float64))
+    return float(np.mean(fit.predict(np.asarray(kept_margins, dtype=np.float64))))
+
+
+def unlabelled_questions(records: Sequence[QueryRecord], *, known_texts: Sequence[str] = (),
+                         where: str = "unlabelled questions") -> tuple[list[QueryRecord], dict[str, Any]]:
+    """The questions to pseudo-label: texts only (labels and ``relevant_ids`` ignored, said so), each text
+    once, and none that is also a labelled training or dev query (``known_texts``).
+
+    Raises:
+        KnowledgeBaseError: no question is given, or none is left.
+    """
+    records = list(records)
+    if not records:
+        raise KnowledgeBaseError(f"{where}: no questions (the file is empty)")
+    carried = sum(q.label is not None or q.relevant_ids is not None for q in records)
+    if carried:
+        logger.warning("%s: %d rows carry a label or relevant_ids; ignored (these questions are pseudo-labelled)",
+                       where, carried)
+    known = {_key(t) for t in known_texts}
+    seen: set[str] = set()
+    kept: list[QueryRecord] = []
+    duplicates = labelled = 0
+    for q in records:
+        key = _key(q.text)
+        if key in known:
+            labelled += 1
+        elif key in seen:
+            duplicates += 1
+        else:
+            seen.add(key)
+            kept.append(QueryRecord(q.text, lang=q.lang))
+    if not kept:
+        raise KnowledgeBaseError(f"{where}: every question is also a labelled training or dev query; nothing to learn from")
+    stats = {"given": len(records), "used": len(kept), "labels_ignored": carried, "duplicates_dropped": duplicates,
+             "also_labelled_dropped": labelled,
+             "per_language": dict(Counter(q.lang or "unknown" for q in kept).most_common())}
+    return kept, stats
+
+
+@dataclass
+class PseudoLabeller:
+    """Pseudo-labels the unlabelled questions with the current model, once per epoch.
+
+    ``dev`` holds the labelled dev queries with their correct targets (label ids, or relevant index
+    positions for passages); ``index_targets`` the target of each index record and ``index_labels`` its
+    label id (what a pseudo-labelled anchor carries).
+    """
+
+    questions: list[QueryRecord]
+    dev_texts: list[str]
+    dev_targets: list[tuple[int, ...]]
+    index_texts: list[str]
+    index_targets: list[int]
+    index_labels: list[int]
+    n_targets: int
+    passages: bool
+    precision: float = DEFAULT_PRECISION
+    per_epoch: int | None = None
+    seed: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def round(self, encoder, epoch: int) -> tuple[list[Anchor], dict[str, Any]]:
+        """Pseudo-labelled anchors for ``epoch`` and what was decided (threshold, counts, estimated precision)."""
+        if "unreadable_dropped" not in self.stats:
+            self._drop_unreadable(encoder)
+        index_vecs = encoder.encode_documents(self.index_texts)
+        dev_best, dev_margin = target_margins(encoder.encode_queries(self.dev_texts), index_vecs,
+                                              self.index_targets, self.n_targets)
+        dev_correct = np.array([best in targets for best, targets in zip(dev_best.tolist(), self.dev_targets)])
+        threshold = choose_threshold(dev_margin, dev_correct, precision=self.precision)
+        best, margin = target_margins(encoder.encode_queries([q.text for q in self.questions]), index_vecs,
+                                      self.index_targets, self.n_targets)
+        clears = np.flatnonzero(margin >= threshold) if threshold is not None else np.array([], dtype=int)
+        kept = clears
+        if self.per_epoch is not None and len(clears) > self.per_epoch:
+            rng = np.random.default_rng([self.seed, epoch, 11])
+            kept = np.sort(rng.choice(clears, size=self.per_epoch, replace=False))
+        anchors = [self._anchor(self.questions[i], int(best[i])) for i in kept.tolist()]
+        langs = Counter(q.lang or "unknown" for q in self.questions)
+        cleared = Counter(self.questions[i].lang or "unknown" for i in clears.tolist())
+        report = {
+            "epoch": epoch + 1, "threshold": None if threshold is None else round(threshold, 6),
+            "dev_precision": None if threshold is None else round(float(dev_correct[dev_margin >= threshold].mean()), 4),
+            "estimated_precision": _rounded(estimated_precision(dev_margin, dev_correct, margin[clears])),
+            "cleared": len(clears), "used": len(anchors),
+            "cleared_per_language": {lang: cleared.get(lang, 0) for lang, _ in langs.most_common()},
+        }
+        if threshold is None:
+            logger.warning("epoch %d: no margin makes %d+ dev queries %.0f%% correct; no pseudo-label this epoch",
+                           epoch + 1, MIN_CLEARING, 100 * self.precision)
+        return anchors, report
+
+    def _drop_unreadable(self, encoder) -> None:
+        """Drop questions the model's vocabulary cannot read (mostly unknown tokens): they all encode alike,
+        so a margin says nothing about them."""
+        readable = [not flag for flag in mostly_unknown_tokens(encoder, [q.text for q in self.questions])]
+        dropped = Counter(q.lang or "unknown" for q, ok in zip(self.questions, readable) if not ok)
+        self.stats["unreadable_dropped"] = dict(dropped)
+        if dropped:
+            logger.warning("%d unlabelled questions are mostly unknown tokens to the model and are left out: %s",
+                           sum(dropped.values()), dict(dropped))
+        self.questions = [q for q, ok in zip(self.questions, readable) if ok]
+        self.stats["used"] = len(self.questions)
+        self.stats["per_language"] = dict(Counter(q.lang or "unknown" for q in self.questions).most_common())
+        if not self.questions:
+            raise KnowledgeBaseError("unlabelled questions: the model's vocabulary cannot read any of them "
+                                     "(mostly unknown tokens)")
+
+    def _anchor(self, question: QueryRecord, best: int) -> Anchor:
+        if self.passages:
+            return Anchor(question.text, self.index_labels[best], question.lang, None, relevant=(best,))
+        return Anchor(question.text, best, question.lang, None)
+
+
+def never_cleared(rounds: Sequence[dict[str, Any]]) -> list[str]:
+    """Languages none of whose questions cleared the threshold in any epoch (no confident KB match)."""
+    if not rounds:
+        return []
+    return [lang for lang in rounds[0]["cleared_per_language"]
+            if not any(r["cleared_per_language"].get(lang) for r in rounds)]
+
+
+def mostly_unknown_tokens(encoder, texts: Sequence[str], share: float = 0.5) -> list[bool]:
+    """Per text: at least ``share`` of its tokens are the tokenizer's unknown token (or it has none)."""
+    tokenizer = encoder.sentence_transformer.tokenizer
+    unk = tokenizer.unk_token_id
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [not row or (unk is not None and sum(t == unk for t in row) >= share * len(row)) for row in ids]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _key(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())

@@ -1,0 +1,131 @@
+"""Self-training's selection rule on data where the answer is known, and the threshold set on dev alone."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from mlret_rag.demo import demo_train_questions_path, load_demo_kb, load_demo_questions
+from mlret_rag.errors import KnowledgeBaseError
+from mlret_rag.finetune import (
+    PseudoLabeller,
+    choose_threshold,
+    estimated_precision,
+    target_margins,
+    unlabelled_questions,
+)
+from mlret_rag.kb import QueryRecord, load_queries
+
+
+def _unit(rows):
+    v = np.asarray(rows, dtype=np.float64)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_margin_is_the_best_label_over_the_runner_up_each_label_scoring_as_its_best_record():
+    index = np.eye(4)  # records 0,1 -> label 0; record 2 -> label 1; record 3 -> label 2
+    labels = [0, 0, 1, 2]
+    queries = np.array([[0.1, 0.9, 0.3, 0.0],   # label 0 via record 1 (0.9) over label 1 (0.3)
+                        [0.2, 0.0, 0.5, 0.45],  # label 1 (0.5) over label 2 (0.45)
+                        [0.0, 0.0, 0.0, 1.0]])  # label 2 (1.0) over the rest (0.0)
+    best, margin = target_margins(queries, index, labels, 3)
+    assert best.tolist() == [0, 1, 2]
+    assert margin == pytest.approx([0.6, 0.05, 1.0])
+
+
+def test_records_without_a_target_are_ignored_and_one_target_scores_itself():
+    index = np.eye(3)
+    best, margin = target_margins(np.array([[0.2, 0.9, 0.7]]), index, [5, -1, 5], 6)
+    assert best.tolist() == [5] and margin == pytest.approx([0.7])
+    with pytest.raises(ValueError, match="no index record has a target"):
+        target_margins(np.array([[1.0, 0, 0]]), index, [-1, -1, -1], 1)
+
+
+def test_passages_are_their_own_targets():
+    index = _unit([[1, 0], [0.8, 0.6], [0, 1]])
+    best, margin = target_margins(_unit([[0.9, 0.45]]), index, [0, 1, 2], 3)
+    assert best.tolist() == [1]
+    q = _unit([[0.9, 0.45]])[0]
+    assert margin[0] == pytest.approx(q @ index[1] - q @ index[0])
+
+
+def test_threshold_is_the_lowest_margin_whose_cleared_dev_queries_reach_the_precision():
+    # sorted by margin: 10 correct, then one wrong (11 cleared: 10/11 = 0.909), then wrong ones
+    margins = [1.0 - 0.05 * i for i in range(14)]
+    correct = [True] * 10 + [False] + [True, False, False]
+    t = choose_threshold(margins, correct, precision=0.9, min_clearing=5)
+    assert t == pytest.approx(margins[11])  # 11/12 = 0.917 >= 0.9; 13 cleared would be 11/13 = 0.846
+    assert choose_threshold(margins, correct, precision=0.95, min_clearing=5) == pytest.approx(margins[9])
+    assert choose_threshold(margins, correct, precision=0.9, min_clearing=13) is None  # never that many at 90 %
+
+
+def test_a_cut_never_splits_equal_margins():
+    margins = [0.9] * 5 + [0.5, 0.5, 0.5]
+    correct = [True] * 5 + [True, False, False]
+    assert choose_threshold(margins, correct, precision=0.9, min_clearing=1) == pytest.approx(0.9)
+    assert choose_threshold([], [], precision=0.9) is None
+    with pytest.raises(ValueError, match="differ in length"):
+        choose_threshold([0.1, 0.2], [True])
+
+
+def test_estimated_precision_weighs_dev_accuracy_by_the_kept_margins():
+    dev_m = np.linspace(0, 1, 101)
+    dev_c = dev_m >= 0.5  # everything above 0.5 is right, below wrong
+    assert estimated_precision(dev_m, dev_c, [0.8, 0.9, 0.95]) == pytest.approx(1.0)
+    assert estimated_precision(dev_m, dev_c, [0.8, 0.1]) == pytest.approx(0.5)
+    assert estimated_precision(dev_m, dev_c, []) is None
+
+
+def test_the_questions_are_texts_only_each_once_and_never_a_labelled_query(caplog):
+    rows = [QueryRecord("Wo ist mis Päckli?", "order_status", "de-CH"), QueryRecord("wo ist  MIS päckli?"),
+            QueryRecord("Track my order"), QueryRecord("Passwort vergässe", lang="de-CH")]
+    with caplog.at_level(logging.WARNING):
+        kept, stats = unlabelled_questions(rows, known_texts=["track my order"])
+    assert [q.text for q in kept] == ["Wo ist mis Päckli?", "Passwort vergässe"]
+    assert all(q.label is None for q in kept)
+    assert stats == {"given": 4, "used": 2, "labels_ignored": 1, "duplicates_dropped": 1,
+                     "also_labelled_dropped": 1, "per_language": {"de-CH": 2}}
+    assert "1 rows carry a label or relevant_ids; ignored" in caplog.text
+    with pytest.raises(KnowledgeBaseError, match="no questions"):
+        unlabelled_questions([])
+    with pytest.raises(KnowledgeBaseError, match="every question is also a labelled"):
+        unlabelled_questions([QueryRecord("Track my order")], known_texts=["TRACK my order"])
+
+
+def _labeller(questions, **kw):
+    kb = load_demo_kb()
+    labels = sorted({r.label for r in kb})
+    ids = {label: i for i, label in enumerate(labels)}
+    dev = load_demo_questions()
+    label_ids = [ids[r.label] for r in kb]
+    return PseudoLabeller(questions, [q.text for q in dev], [(ids[q.label],) for q in dev], [r.text for r in kb],
+                          label_ids, label_ids, len(labels), False, **kw), labels
+
+
+def test_the_threshold_depends_on_dev_alone_and_kept_questions_carry_their_best_label(encoder):
+    train = load_queries(demo_train_questions_path())
+    questions = [QueryRecord(q.text, lang=q.lang) for q in train]
+    full, labels = _labeller(questions, precision=0.8)
+    half, _ = _labeller(questions[::2], precision=0.8)
+    anchors, report = full.round(encoder, 0)
+    _, other = half.round(encoder, 0)
+    assert report["threshold"] == other["threshold"] is not None  # the pool does not move it
+    assert report["dev_precision"] == other["dev_precision"] >= 0.8
+    assert 0 < report["cleared"] == report["used"] == len(anchors) <= len(questions)
+    assert sum(report["cleared_per_language"].values()) == report["cleared"]
+    truth = {q.text: q.label for q in train}
+    right = sum(truth[a.text] == labels[a.label_id] for a in anchors) / len(anchors)
+    assert right >= 0.6 and all(a.source_id is None and a.relevant is None for a in anchors)
+
+
+def test_the_per_epoch_cap_is_a_seeded_sample(encoder):
+    questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
+    labeller, _ = _labeller(questions, precision=0.5, per_epoch=5, seed=3)
+    first, report = labeller.round(encoder, 0)
+    again, _ = labeller.round(encoder, 0)
+    later, _ = labeller.round(encoder, 1)
+    assert report["cleared"] > 5 and report["used"] == len(first) == 5
+    assert [a.text for a in first] == [a.text for a in again]
+    assert [a.text for a in first] != [a.text for a in later]

@@ -1,0 +1,113 @@
+"""Self-training from unlabelled questions, on real training of the bundled model: the CLI with and without
+labelled queries, intent and passage KBs, pseudo-labels kept out of dev, seeded reproducibility, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mlret_rag import MultilingualEncoder
+from mlret_rag.cli import app
+from mlret_rag.demo import demo_questions_path, demo_train_questions_path, load_demo_kb, load_demo_questions
+from mlret_rag.finetune import finetune, read_card
+from mlret_rag.kb import QueryRecord, load_queries
+
+pytestmark = pytest.mark.slow
+QUICK = {"batch_size": 16, "show_progress_bar": False}
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _demo_kb_file(tmp_path):
+    return _write(tmp_path / "kb.jsonl", [{"id": r.id, "text": r.text, "label": r.label, "lang": r.lang}
+                                          for r in load_demo_kb()])
+
+
+def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
+    kb = _demo_kb_file(tmp_path)
+    train = load_queries(demo_train_questions_path())
+    # logs as exported with whatever labels somebody once added: those are ignored, and the output says so
+    pool = _write(tmp_path / "logs.jsonl", [{"text": q.text, "lang": q.lang, "label": q.label} for q in train])
+    out = tmp_path / "tuned"
+    res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--unlabelled", str(pool), "--dev",
+                                   str(demo_questions_path()), "--out", str(out), "--epochs", "1", "--batch-size",
+                                   "16", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "unlabelled questions: 60 used of 60 (sw 12, hi-Latn 12" in res.output
+    assert "; the labels of 60 rows ignored" in res.output
+    card = read_card(out)
+    (round_,) = card["selection"]["pseudo_labels"]
+    assert f"epoch 1 pseudo-labels: {round_['cleared']} cleared margin" in res.output
+    assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["used"] > 0
+    assert card["data"]["anchors_per_language"] == {"en": 22}  # the labelled anchors: the KB's training rows
+    assert card["data"]["examples"] == 22 + round_["used"]
+    assert "## Pseudo-labelled questions (self-training)" in (out / "README.md").read_text()
+
+
+def test_cli_names_bad_unlabelled_input_before_loading_a_model(tmp_path):
+    kb = _demo_kb_file(tmp_path)
+    runner = CliRunner()
+
+    def run(pool, *extra):
+        return runner.invoke(app, ["finetune", "--kb", str(kb), "--unlabelled", str(pool), "--out",
+                                   str(tmp_path / "m"), "--quiet", *extra])
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = run(empty, "--dev", str(demo_questions_path()))
+    assert res.exit_code == 1 and "empty.jsonl: no records (the query file is empty)" in res.output
+    not_text = _write(tmp_path / "bad.jsonl", [{"text": "wo isch mis Päckli?"}, {"text": 42, "lang": "de-CH"}])
+    res = run(not_text, "--dev", str(demo_questions_path()))
+    assert res.exit_code == 1 and "bad.jsonl:2" in res.output and "text" in res.output
+    fine = _write(tmp_path / "fine.jsonl", [{"text": "wo isch mis Päckli?", "lang": "de-CH"}])
+    res = run(fine)  # the KB's 22 training rows give no dev split of 20+
+    assert res.exit_code == 1 and "unlabelled questions need dev queries" in res.output
+    res = run(fine, "--dev", str(demo_questions_path()), "--dev-share", "0.3")
+    assert res.exit_code == 1 and "not both" in res.output
+    assert not (tmp_path / "m").exists()
+
+
+def test_pseudo_labels_never_serve_as_dev_and_a_seed_fixes_the_run(tmp_path):
+    kb, dev = load_demo_kb(), load_demo_questions()
+    pool = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
+    pool.append(QueryRecord(dev[0].text.upper(), lang=dev[0].lang))  # a dev question turning up in the logs
+    runs = [finetune(kb, None, out=tmp_path / f"m{i}", unlabelled=pool, dev_queries=dev, max_steps=2, seed=5,
+                     **QUICK) for i in range(2)]
+    assert runs[0].stats["unlabelled"]["also_labelled_dropped"] == 1
+    kept = {text.casefold() for epoch in runs[0].pseudo_labels for text, _ in epoch}
+    assert dev[0].text.casefold() not in kept
+    assert runs[0].selection["dev_languages"] == {lang: sum(q.lang == lang for q in dev) for lang in {q.lang for q in dev}}
+    timing = "seconds_per_step"
+    assert runs[0].pseudo_labels == runs[1].pseudo_labels
+    assert {k: v for k, v in runs[0].selection.items() if k != timing} == {
+        k: v for k, v in runs[1].selection.items() if k != timing}
+    texts = ["Wo isch mis Päckli?", "passage: reset your password"]
+    a, b = (MultilingualEncoder(r.out, backend="torch").encode_queries(texts) for r in runs)
+    assert np.allclose(a, b, atol=1e-6)
+
+
+def test_passage_kbs_pseudo_label_with_the_best_passage_and_unreadable_text_is_left_out(tmp_path):
+    from mlret_rag.datasets import build_passage_benchmark
+
+    bench = build_passage_benchmark(n_passages=20, train_languages=("es", "de"), test_languages=("es", "fr"))
+    dev = [q for q in bench.test_queries if q.lang == "es"]
+    french = [q for q in bench.test_queries if q.lang == "fr"]
+    runes = [QueryRecord("ᚠᚢᚦᚨ ᚱᚲ" + "ᚨ" * i, lang="runic") for i in range(5)]
+    pool = [QueryRecord(q.text, lang="fr") for q in french] + runes
+    result = finetune(bench.kb, bench.train_queries, out=tmp_path / "m", dev_queries=dev, unlabelled=pool,
+                      epochs=1, max_seq_length=128, pseudo_label_precision=0.6, **QUICK)
+    stats = result.stats["unlabelled"]
+    assert stats["unreadable_dropped"] == {"runic": 5} and stats["per_language"] == {"fr": len(french)}
+    (kept,) = result.pseudo_labels
+    (report,) = result.selection["pseudo_labels"]
+    ids = {r.id for r in bench.kb}
+    assert len(kept) == report["used"] and all(pid in ids for _, pid in kept)
+    truth = {q.text: set(q.relevant_ids) for q in french}
+    if kept:  # the threshold is set on dev; whatever clears it must mostly be right
+        assert sum(pid in truth[text] for text, pid in kept) / len(kept) >= 0.5
