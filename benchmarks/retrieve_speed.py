@@ -106,7 +106,7 @@ def bench_store_only(where: dict, n: int, n_queries: int, dim: int = 384) -> tup
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     store = ChromaStore(_VectorsOnly(dim), collection="bench-vectors", show_progress_bar=False,  # type: ignore[arg-type]
                         batch_size=5000, **where)
-    col, batch = store._collection, store.batch_size  # batch_size is capped below the client's maximum
+    col, batch = store.collection, store.batch_size  # batch_size is capped below the client's maximum
     start = time.perf_counter()
     for i in range(0, n, batch):
         col.add(

@@ -1,7 +1,7 @@
 """ChromaDB-backed vector store for knowledge-base records, filled only with our encoder's vectors.
 
 Embedded by default (``chromadb.PersistentClient`` on ``$MLRET_HOME/db``, i.e. the folder given by
-:func:`mlret_rag.bundled.cache_dir` plus ``db``), or a Chroma server (``chromadb.HttpClient``) when
+:func:`mlret_rag.cache.cache_dir` plus ``db``), or a Chroma server (``chromadb.HttpClient``) when
 ``host`` is given. Collections use cosine space and record the encoder that filled them in their
 metadata (keys ``mlret_encoder``, ``mlret_fingerprint``, ``mlret_dimension``, ``mlret_prompts``,
 ``mlret_model_path`` and, when the encoder has one, ``mlret_backend``); opening one with an encoder of a
@@ -130,7 +130,7 @@ class VerifyReport:
 
 def default_db_path() -> Path:
     """Folder of the default embedded database: ``$MLRET_HOME/db`` (or the user cache dir's ``db``)."""
-    from .bundled import cache_dir
+    from .cache import cache_dir
 
     return cache_dir() / "db"
 
@@ -208,6 +208,7 @@ class ChromaStore:
         try:
             with self._guard():
                 limit = int(self._read(self._client.get_max_batch_size))
+                self.max_batch_size = limit  # the client's own cap on one add
                 self._col = self._open_collection(collection, create=create)
         except BaseException:
             self.close()
@@ -235,6 +236,12 @@ class ChromaStore:
                 self._created = name not in before
         check_collection(col, wanted, where=f"{self.location} collection {name!r}")
         return col
+
+    @property
+    def collection(self) -> Any:
+        """The underlying ``chromadb`` collection, for bulk work this class does not wrap (writes through it
+        skip the encoder, metadata and writer-lock checks)."""
+        return self._collection
 
     @property
     def _collection(self) -> Any:

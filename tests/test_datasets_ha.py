@@ -67,9 +67,9 @@ def test_templates_needing_user_names_or_wildcards_are_skipped():
         ]}]}},
         "lists": {"message": {"wildcard": True}, "level": {"range": {"from": 1, "to": 3}}},
     })
-    usable = [s.text for s, _, _ in ha._usable_templates(grammar, grammar.intents["X"])]
+    usable = [s.text for s, _, _ in ha.usable_templates(grammar, grammar.intents["X"])]
     assert usable == ["turn on the lights", "set it to {level}"]
-    texts = ha._sample_intent("en", "X", ha._usable_templates(grammar, grammar.intents["X"]), 10, 0)
+    texts = ha.sample_intent("en", "X", ha.usable_templates(grammar, grammar.intents["X"]), 10, 0)
     assert set(texts) == {"turn on the lights", "set it to one", "set it to two", "set it to three"}
 
 

@@ -80,3 +80,20 @@ def test_no_import_circle_outside_the_cli():
     for module in sorted(graph):
         visit(module, [module])
     assert circles == []
+
+
+def test_no_test_or_benchmark_reaches_a_private_name():
+    """Tests and benchmarks go through public names: no ``mlret_rag._x`` module, no ``obj._attr`` of ours."""
+    root = PACKAGE.parent
+    found = []
+    for path in [*root.glob("tests/*.py"), *root.glob("benchmarks/*.py"), *root.glob("integrations/*/tests/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlret_rag"):
+                names = [node.module, *(a.name for a in node.names)]
+                found += [f"{where} {n}" for n in names if any(part.startswith("_") and not part.startswith("__")
+                                                               for part in n.split("."))]
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                  and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "os", "sys"))):
+                found.append(f"{where} .{node.attr}")
+    assert found == []

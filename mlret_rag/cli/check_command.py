@@ -42,8 +42,8 @@ def check_command(
     """Check that every stored record has its vector and hash and the encoder metadata is intact.
 
     Exits 1 when damage remains (after --repair: when the repair did not fix it)."""
+    from .._identity import recorded_model
     from ..encoder import MultilingualEncoder
-    from ..retriever import recorded_model
     from ..store import ChromaStore, read_collection_info
 
     where = _where(db, host, port)

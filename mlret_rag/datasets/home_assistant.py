@@ -122,9 +122,9 @@ def _sample_language(lang: str, per_intent: int, seed: int, wanted: set[str] | N
     for name in sorted(grammar.intents):
         if wanted is not None and name not in wanted:
             continue
-        templates = _usable_templates(grammar, grammar.intents[name])
+        templates = usable_templates(grammar, grammar.intents[name])
         if templates:
-            by_intent[name] = _sample_intent(lang, name, templates, per_intent, seed)
+            by_intent[name] = sample_intent(lang, name, templates, per_intent, seed)
     owners: dict[str, set[str]] = {}
     for name, texts in by_intent.items():
         for text in texts:
@@ -133,7 +133,7 @@ def _sample_language(lang: str, per_intent: int, seed: int, wanted: set[str] | N
     return rows
 
 
-def _usable_templates(grammar: Any, intent: Any) -> list[tuple[Any, dict, dict]]:
+def usable_templates(grammar: Any, intent: Any) -> list[tuple[Any, dict, dict]]:
     """(sentence, slot lists, expansion rules) for each template that needs no user data."""
     from hassil import WildcardSlotList
 
@@ -151,7 +151,9 @@ def _usable_templates(grammar: Any, intent: Any) -> list[tuple[Any, dict, dict]]
     return out
 
 
-def _sample_intent(lang: str, intent: str, templates: list, per_intent: int, seed: int) -> list[str]:
+def sample_intent(lang: str, intent: str, templates: list, per_intent: int, seed: int) -> list[str]:
+    """Up to ``per_intent`` distinct utterances expanded from ``templates`` (:func:`usable_templates`), seeded;
+    a longer sample starts with the shorter one."""
     rng = random.Random(f"{seed}:{lang}:{intent}")
     seen: set[str] = set()
     texts: list[str] = []
