@@ -354,14 +354,23 @@ class ChromaStore:
 
         try:
             with self._guard():
+                old = None
                 if stale:  # delete first: Chroma merges metadata on update, we want a clean replace
+                    # not the vectors: repair replaces records whose vectors are lost
+                    old = self._collection.get(ids=list(stale), include=["documents", "metadatas"])
                     self._collection.delete(ids=list(stale))
-                self._collection.add(
-                    ids=[r.id for r in batch],
-                    embeddings=vectors,
-                    documents=[r.text for r in batch],
-                    metadatas=[_to_chroma_metadata(r) for r in batch],
-                )
+                try:
+                    self._collection.add(
+                        ids=[r.id for r in batch],
+                        embeddings=vectors,
+                        documents=[r.text for r in batch],
+                        metadatas=[_to_chroma_metadata(r) for r in batch],
+                    )
+                except BaseException:
+                    if old is not None and old["ids"]:  # put back what was there: a failed replace loses nothing
+                        self._collection.add(ids=old["ids"], embeddings=self.encoder.encode_documents(old["documents"]),
+                                             documents=old["documents"], metadatas=old["metadatas"])
+                    raise
         except MlretError:  # includes DiskFullError from the guard
             raise
         except Exception as exc:

@@ -149,3 +149,15 @@ def test_a_server_refusal_names_file_and_line_and_a_failed_first_run_leaves_noth
     assert "refused-first" not in [c.name for c in client.list_collections()]
     client.close()
     store.close()
+
+
+def test_a_refused_replacement_keeps_the_stored_version(encoder, tmp_path):
+    """A changed record is deleted and re-added; when the store refuses the new version the old one is put back."""
+    store = ChromaStore(encoder, path=tmp_path / "db", collection="replace", show_progress_bar=False)
+    store.add([KBRecord(id="r1", text="the stored version", label="a"), KBRecord(id="r2", text="untouched")])
+    with pytest.raises(KnowledgeBaseError, match=r"^record 'r1': Chroma refused"):
+        store.add([KBRecord(id="r1", text="a changed version", metadata={"#x": 1})])
+    (kept,) = store.get(["r1"])
+    assert (kept.text, kept.label) == ("the stored version", "a") and store.count() == 2
+    assert store.verify(ids=["r1"]).ok  # its vector came back too
+    store.close()
