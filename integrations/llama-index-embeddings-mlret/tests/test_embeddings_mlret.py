@@ -105,3 +105,12 @@ def test_shared_local_encoder_round_trips_instead_of_becoming_the_bundled_one(en
     assert again.encoder.fingerprint == local.fingerprint
     assert again.get_query_embedding("Wo ist meine Bestellung?") == pytest.approx(
         embed.get_query_embedding("Wo ist meine Bestellung?"), abs=1e-6)
+
+
+def test_model_name_picks_the_model_as_in_huggingface_embedding(encoder, tmp_path):
+    folder = tmp_path / "named"
+    shutil.copytree(encoder.model_path, folder, ignore=shutil.ignore_patterns("onnx"), copy_function=_link_or_copy)
+    embed = MLRetEmbedding(model_name=str(folder), encoder_kwargs={"backend": "torch"})
+    assert embed.encoder.model_path == MultilingualEncoder(folder, backend="torch").model_path
+    assert embed.to_dict()["model"] == str(folder)
+    assert MLRetEmbedding(model_name="multilingual-e5-small").to_dict()["model"] is None  # the bundled one

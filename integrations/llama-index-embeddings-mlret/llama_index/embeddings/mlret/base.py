@@ -9,6 +9,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 
+from mlret_rag.bundled import BUNDLED_MODEL_NAME
 from mlret_rag.encoder import MultilingualEncoder
 
 
@@ -19,7 +20,8 @@ class MLRetEmbedding(BaseEmbedding):
     prompt. Vectors are L2-normalised: a dot product is the cosine similarity.
 
     Args:
-        model: ``None`` for the bundled offline model, a model name, or a local model folder.
+        model: ``None`` for the bundled offline model, a model name, or a local model folder
+            (``model_name=`` is accepted for it, as in LlamaIndex's HuggingFaceEmbedding).
         encoder: a ready ``MultilingualEncoder`` to share (then ``model``/``encoder_kwargs`` must be unset;
             they are filled from ``encoder.init_args``, so ``to_dict``/``from_dict`` rebuild the same model).
         encoder_kwargs: extra keyword arguments for ``MultilingualEncoder`` (e.g. ``device``, ``backend``).
@@ -50,7 +52,9 @@ class MLRetEmbedding(BaseEmbedding):
         callback_manager: CallbackManager | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.pop("model_name", None)  # always the encoder's (from_dict hands the saved one back)
+        model_name = kwargs.pop("model_name", None)  # reported from the encoder; from_dict hands it back
+        if model is None and encoder is None and model_name not in (None, BUNDLED_MODEL_NAME):
+            model = model_name  # MLRetEmbedding(model_name=...) as with LlamaIndex's HuggingFaceEmbedding
         encoder_kwargs = dict(encoder_kwargs or {})
         if encoder is not None:
             if not isinstance(encoder, MultilingualEncoder):
