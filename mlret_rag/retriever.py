@@ -42,6 +42,7 @@ class MultilingualRetriever:
         show_progress_bar: bool = True,
         create: bool = True,
         backend: str | None = None,
+        timeout: float | None = None,
     ) -> MultilingualRetriever:
         """Open a store and its encoder in one call.
 
@@ -49,14 +50,15 @@ class MultilingualRetriever:
         here (its local folder still exists, or it is the bundled model); otherwise the bundled model.
         With ``create=False`` a missing collection raises
         :class:`~mlret_rag.store.MissingCollectionError` instead of being created empty.
-        ``backend`` picks the inference engine (see :class:`~mlret_rag.MultilingualEncoder`).
+        ``backend`` picks the inference engine (see :class:`~mlret_rag.MultilingualEncoder`); ``timeout``
+        bounds each server answer (see :class:`~mlret_rag.store.ChromaStore`).
         """
         from .encoder import MultilingualEncoder
 
         if model is None:
             info = (
                 read_collection_info(
-                    path=path, host=host, port=port, collection=collection, auth_token=auth_token
+                    path=path, host=host, port=port, collection=collection, auth_token=auth_token, timeout=timeout
                 )
                 or {}
             )
@@ -71,6 +73,7 @@ class MultilingualRetriever:
             auth_token=auth_token,
             show_progress_bar=show_progress_bar,
             create=create,
+            timeout=timeout,
         )
         return cls(store)
 

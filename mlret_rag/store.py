@@ -833,17 +833,19 @@ def read_collection_info(
     port: int | None = None,
     collection: str = DEFAULT_COLLECTION,
     auth_token: str | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any] | None:
-    """The encoder recorded in a collection, without loading any model (``None`` if it does not exist)."""
+    """The encoder recorded in a collection, without loading any model (``None`` if it does not exist);
+    ``timeout`` as for :class:`ChromaStore`."""
     from chromadb.errors import NotFoundError
 
     if host is None:
         folder = Path(path) if path is not None else default_db_path()
         if not folder.is_dir():
             return None
-    client, location = open_client(path=path, host=host, port=port, auth_token=auth_token)
+    client, location = open_client(path=path, host=host, port=port, auth_token=auth_token, timeout=timeout)
     try:
-        with connection_errors(location, remote=host is not None, timeout=_timeouts(None, None)[0]):
+        with connection_errors(location, remote=host is not None, timeout=_timeouts(timeout, None)[0]):
             try:
                 col = client.get_collection(collection, embedding_function=None)
             except (NotFoundError, ValueError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,8 +212,6 @@ def query_command(
     from ..retriever import MultilingualRetriever
 
     where = _where(db, host, port)
-    if timeout is not None:  # read by the store when the retriever opens it
-        os.environ["MLRET_CHROMA_TIMEOUT"] = str(timeout)
     if db is not None and not db.is_dir():
         raise MlretError(
             f"no database at {db}; index a knowledge base first (mlret index --kb FILE --db {db})"
@@ -227,6 +224,7 @@ def query_command(
             show_progress_bar=False,
             create=False,
             backend=backend,
+            timeout=timeout,
             **where,
         )
         hits = retriever.retrieve(text, k=k, per_document=per_document)
