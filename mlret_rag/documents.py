@@ -211,9 +211,8 @@ def sync_documents(
             result of :func:`load_documents`.
         prune: also delete the chunks of documents no longer present. Needs a folder: a single file or
             loaded documents cannot tell a deleted document from one that was simply not given. Records
-            without ``doc_id`` metadata (plain ``mlret index --kb`` records) are never touched; ``--kb
-            --chunk-long`` chunks carry one, so keep them in another collection than a pruned folder, and
-            note that documents left out by ``include``/``exclude`` count as gone.
+            that are not document chunks (plain ``mlret index --kb`` records and their ``--chunk-long``
+            chunks) are never touched; documents left out by ``include``/``exclude`` count as gone.
 
     Raises:
         DocumentError: nothing could be loaded (the message lists the skipped files).
@@ -241,7 +240,10 @@ def sync_documents(
     keep = current | set(loaded.skipped_ids)
     stored = stored_metadata(store, DOC_ID_KEY)
     stale = sorted(i for i, d in stored.items() if d in current and i not in new_ids)
-    gone = sorted(i for i, d in stored.items() if d not in keep) if prune else []
+    gone = []
+    if prune:  # only document chunks (their source is their doc_id): --kb --chunk-long chunks have a doc_id too
+        sources = stored_metadata(store, "source")
+        gone = sorted(i for i, d in stored.items() if d not in keep and sources.get(i) == d)
     store.delete(stale + gone)
     return SyncResult(
         documents=len(loaded.documents), chunks=len(loaded.records), added=result.added,

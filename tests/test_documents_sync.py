@@ -100,13 +100,21 @@ def test_resync_encodes_only_changed_documents_and_leaves_no_stale_chunks(make_s
 
 
 def test_prune_leaves_plain_records_and_skipped_files_alone(make_store, folder):
+    from mlret_rag.documents import split_long_records
+    from mlret_rag.kb import KBRecord
+
     store = make_store()
     store.add([{"id": "faq-1", "text": "How do I pay? By card or PayPal."}])
+    terms = " ".join(f"Clause {i}: the buyer may cancel order {i} within two weeks." for i in range(120))
+    chunks = split_long_records([KBRecord(id="terms", text=terms)], store.encoder)  # as mlret index --chunk-long
+    assert len(chunks) > 1 and all(c.metadata["doc_id"] == "terms" for c in chunks)
+    store.add(chunks)
     sync_documents(store, folder, **OPTIONS)
     (folder / "hours.txt").write_bytes(b"Caf\xe9 \xfa not UTF-8")  # now undecodable: skipped, chunks kept
     result = sync_documents(store, folder, prune=True, **OPTIONS)
     assert [Path(s.path).name for s in result.skipped] == ["hours.txt"] and result.pruned == 0
     assert "faq-1" in store.ids() and "hours.txt#0" in store.ids()
+    assert {c.id for c in chunks} <= set(store.ids())  # a KB record's chunks are not a deleted document
 
 
 def test_prune_refuses_a_single_file_which_cannot_tell_what_is_gone(make_store, folder):
