@@ -121,13 +121,16 @@ class MultilingualRetriever:
         return [self._capped(v, k, where, per_document) for v in vectors]
 
     def _capped(self, vector: Any, k: int, where: dict[str, Any] | None, cap: int) -> list[Hit]:
-        n = k * 4
+        n, total = k * 4, None
         while True:
             hits = self.store.query(vector[None, :], k=n, where=where)[0]
             kept = cap_per_document(hits, cap)
             if len(kept) >= k or len(hits) < n:
                 return kept[:k]
-            n *= 4
+            total = self.store.count() if total is None else total
+            if n >= total:  # every record was looked at
+                return kept[:k]
+            n = min(n * 4, total)  # widen, but never past the collection
 
     def top_labels(
         self, query: str, k: int = 10, where: dict[str, Any] | None = None
