@@ -232,17 +232,15 @@ def sync_documents(
     if not loaded.records:
         reasons = "; ".join(str(s) for s in loaded.skipped[:5]) or f"no {'/'.join(sorted(SUFFIXES))} files"
         raise DocumentError(f"{where}: no documents to index ({reasons})")
-    from .store import stored_metadata
-
     result = store.add(loaded.records)
     new_ids = {r.id for r in loaded.records}
     current = set(loaded.documents)
     keep = current | set(loaded.skipped_ids)
-    stored = stored_metadata(store, DOC_ID_KEY)
+    stored = store.metadata_values(DOC_ID_KEY)
     stale = sorted(i for i, d in stored.items() if d in current and i not in new_ids)
     gone = []
     if prune:  # only document chunks (their source is their doc_id): --kb --chunk-long chunks have a doc_id too
-        sources = stored_metadata(store, "source")
+        sources = store.metadata_values("source")
         gone = sorted(i for i, d in stored.items() if d not in keep and sources.get(i) == d)
     store.delete(stale + gone)
     return SyncResult(

@@ -521,6 +521,23 @@ class ChromaStore:
                     found[rid] = KBRecord(id=rid, text=doc or "", label=label, lang=lang, metadata=user)
         return [found[i] for i in ids if i in found]
 
+    def metadata_values(self, key: str) -> dict[str, Any]:
+        """``{id: metadata[key]}`` for every stored record whose metadata has ``key``, read in pages (no
+        texts or vectors; reads are retried like every read). Document sync finds each document's chunks so."""
+        out: dict[str, Any] = {}
+        page = self.batch_size * 8
+        with self._guard():
+            offset = 0
+            while True:
+                got = self._read(lambda offset=offset: self._collection.get(include=["metadatas"], limit=page,
+                                                                            offset=offset))
+                for rid, meta in zip(got["ids"], got["metadatas"] or []):
+                    if meta and key in meta:
+                        out[rid] = meta[key]
+                if len(got["ids"]) < page:
+                    return out
+                offset += len(got["ids"])
+
     def ids(self) -> list[str]:
         """All ids in the collection."""
         with self._guard():
@@ -878,22 +895,3 @@ def _from_chroma_metadata(meta: Mapping[str, Any] | None) -> tuple[str | None, s
     lang = meta.pop("lang", None)
     user = {k: v for k, v in meta.items() if not k.startswith(RESERVED_METADATA_PREFIX)}
     return label, lang, user
-
-
-def stored_metadata(store: ChromaStore, key: str) -> dict[str, Any]:
-    """``{id: metadata[key]}`` for every stored record whose metadata has ``key``, read in pages.
-
-    Used by document sync (:func:`mlret_rag.documents.sync_documents`) to find the chunks of each
-    document without reading texts or vectors.
-    """
-    out: dict[str, Any] = {}
-    with store._guard():
-        offset = 0
-        while True:
-            got = store._collection.get(include=["metadatas"], limit=store.batch_size * 8, offset=offset)
-            for rid, meta in zip(got["ids"], got["metadatas"] or []):
-                if meta and key in meta:
-                    out[rid] = meta[key]
-            if len(got["ids"]) < store.batch_size * 8:
-                return out
-            offset += len(got["ids"])
