@@ -400,8 +400,11 @@ class ChromaStore:
         with self._guard():
             col = self._read(lambda: self._client.get_collection(self.collection_name, embedding_function=None))
             problems += _metadata_problems(col.metadata or {}, encoder_metadata(self.encoder))
-            count = int(self._read(col.count))
-            all_ids = list(self._read(lambda: col.get(include=[]))["ids"])
+            for _ in range(5):  # another writer (server mode) may add between the two reads: read until still
+                count = int(self._read(col.count))
+                all_ids = list(self._read(lambda: col.get(include=[]))["ids"])
+                if int(self._read(col.count)) == count:
+                    break
             if len(all_ids) != count or len(set(all_ids)) != len(all_ids):
                 problems.append(f"count() says {count} records but {len(set(all_ids))} distinct ids are stored")
             wanted = list(dict.fromkeys(ids)) if ids is not None else all_ids

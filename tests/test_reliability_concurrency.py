@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from chroma_server import chroma_server_address  # noqa: F401 (fixture)
+from support import kill_after_progress
 from typer.testing import CliRunner
 
 from mlret_rag.cli import app
@@ -129,3 +131,71 @@ def test_check_finds_lost_vectors_and_repair_restores_them(encoder, tmp_path):
         assert report.ok, report.summary()
         hits = store.query(encoder.encode_documents([second[5].text]), k=1)
         assert hits[0][0].id == second[5].id and hits[0][0].score > 0.999
+
+
+def _server_state(encoder, host: str, port: int, collection: str) -> dict:
+    """Every record of a server collection: text, label, metadata and vector, by id."""
+    import numpy as np
+
+    with ChromaStore(encoder, host=host, port=port, collection=collection, show_progress_bar=False) as store:
+        assert store.verify().ok
+        got = store.collection.get(include=["documents", "metadatas", "embeddings"])
+    return {rid: (doc, meta, np.round(np.asarray(vec), 5).tolist())
+            for rid, doc, meta, vec in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])}
+
+
+def test_two_concurrent_indexers_into_one_server_collection_lose_no_vector(encoder, tmp_path, chroma_server_address):  # noqa: F811
+    """Server mode has no writer lock (Chroma serialises writes itself): both runs finish and nothing is lost."""
+    host, port = chroma_server_address
+    kb = write_kb(tmp_path / "kb.jsonl", 300)
+    procs = [mlret_process("index", "--kb", str(kb), "--host", host, "--port", str(port), "--collection", "twice",
+                           "--quiet", "--batch-size", "32") for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert all("300 stored" in out for out, _ in results)
+    state = _server_state(encoder, host, port, "twice")
+    assert sorted(state) == sorted(r.id for r in load_kb(kb))
+
+
+def test_index_workers_shard_a_kb_into_one_server_and_a_killed_worker_converges(encoder, tmp_path,
+                                                                                  chroma_server_address):  # noqa: F811
+    host, port = chroma_server_address
+    kb = write_kb(tmp_path / "kb.jsonl", 320)
+    where = ["--host", host, "--port", str(port)]
+    one = run_mlret("index", "--kb", str(kb), *where, "--collection", "one", "--quiet", "--batch-size", "32")
+    assert one.returncode == 0, one.stderr
+    two = run_mlret("index", "--kb", str(kb), *where, "--collection", "two", "--workers", "2", "--batch-size", "32")
+    assert two.returncode == 0, two.stderr
+    assert "with 2 workers" in two.stdout and "320 stored" in two.stdout
+    shards = [line for line in two.stdout.splitlines() if line.startswith("worker ")]
+    assert len(shards) == 2 and all("(shard " in line for line in shards)
+    assert sum(int(line.split("indexed ")[1].split(" ")[0]) for line in shards) == 320  # disjoint shards
+    reference = _server_state(encoder, host, port, "one")
+    assert _server_state(encoder, host, port, "two") == reference
+
+    # one worker killed after two committed batches of its shard; the same command then finishes the job
+    worker = mlret_process("index", "--kb", str(kb), *where, "--collection", "killed", "--shard", "0/2",
+                           "--batch-size", "32")
+    seen = kill_after_progress(worker, rb"\| *(\d+)/\d+", 64)
+    assert worker.returncode == -9, seen
+    with ChromaStore(encoder, host=host, port=port, collection="killed", show_progress_bar=False) as store:
+        assert 64 <= store.count() < 320
+    again = run_mlret("index", "--kb", str(kb), *where, "--collection", "killed", "--workers", "2",
+                      "--batch-size", "32", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert _server_state(encoder, host, port, "killed") == reference
+
+
+def test_scale_out_options_are_checked_before_anything_runs(tmp_path):
+    kb = write_kb(tmp_path / "kb.jsonl", 3)
+    cases = {
+        ("--workers", "2", "--db", str(tmp_path / "db")): "--workers needs a Chroma server",
+        ("--workers", "2", "--shard", "0/2", "--host", "127.0.0.1"): "not both",
+        ("--shard", "2/2", "--db", str(tmp_path / "db")): "I must be in 0..N-1",
+        ("--shard", "half", "--db", str(tmp_path / "db")): "--shard must look like I/N",
+        ("--shard", "0/2", "--prune", "--db", str(tmp_path / "db")): "would delete the other shards",
+    }
+    for args, message in cases.items():
+        result = CliRunner().invoke(app, ["index", "--kb", str(kb), *args])
+        assert result.exit_code == 1 and message in result.output, (args, result.output)
+    assert not (tmp_path / "db").exists()

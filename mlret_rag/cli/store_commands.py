@@ -34,6 +34,9 @@ TOKEN_OPTION = typer.Option("--auth-token", envvar="MLRET_CHROMA_TOKEN", help=TO
 TIMEOUT_HELP = "Server mode: seconds to wait for each answer of the Chroma server (default 60)."
 TIMEOUT_OPTION = typer.Option("--timeout", envvar="MLRET_CHROMA_TIMEOUT", min=0.001, help=TIMEOUT_HELP)
 LOCK_TIMEOUT_HELP = "Embedded mode: seconds to wait while another process writes to the same --db (default 30)."
+WORKERS_HELP = ("With --kb and --host: index from this many processes at once, each a shard of the ids "
+                "(the end state is the same as one process; re-run after a failure).")
+SHARD_HELP = "With --kb: index only shard I of N (I/N, 0-based; ids split by a stable hash), e.g. one worker."
 
 
 @contextlib.contextmanager
@@ -80,6 +83,8 @@ def index_command(
     auth_token: Annotated[str | None, TOKEN_OPTION] = None,
     timeout: Annotated[float | None, TIMEOUT_OPTION] = None,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help=LOCK_TIMEOUT_HELP)] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)] = 1,
+    shard: Annotated[str | None, typer.Option("--shard", help=SHARD_HELP)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
     """Index a knowledge base (--kb) or documents (--docs): encode only new or changed records; safe to
@@ -95,7 +100,15 @@ def index_command(
     if docs is not None and chunk_long:
         raise MlretError("--chunk-long splits long --kb records; documents are always chunked")
     where = _where(db, host, port)
+    part = _check_scale_out(workers, shard, kb=kb, host=host, prune=prune)
     records = load_kb(kb) if kb is not None else None  # validated in full before anything is written
+    if workers > 1:
+        assert kb is not None and host is not None
+        given = {"--model": model, "--backend": backend, "--batch-size": batch_size, "--chunk-tokens": chunk_tokens,
+                 "--overlap-tokens": overlap_tokens, "--auth-token": auth_token, "--timeout": timeout}
+        _run_workers(workers, ["--kb", str(kb), "--host", host, "--port", str(port or 8000), "--collection", collection,
+                               *(x for k, v in given.items() if v is not None for x in (k, str(v))),
+                               *(["--chunk-long"] if chunk_long else [])], kb=kb, quiet=quiet)
     if docs is not None and not docs.exists():
         raise FileNotFoundError(f"{docs}: no such file or folder")
     with _library_errors():
@@ -117,7 +130,9 @@ def index_command(
         assert records is not None and kb is not None
         records = _long_records(records, encoder, chunk_long=chunk_long, chunk_tokens=chunk_tokens,
                                 overlap_tokens=overlap_tokens)
-        result = store.add(records)
+        if part is not None:
+            records = [r for r in records if shard_of(r.id, part[1]) == part[0]]
+        result = None if workers > 1 else store.add(records)
         pruned = 0
         if prune:
             keep = {r.id for r in records}
@@ -125,15 +140,70 @@ def index_command(
             store.delete(stale)
             pruned = len(stale)
         total = store.count()
-        check = store.verify(ids=[r.id for r in records], full=False)  # cheap: counts, metadata, vectors
-    typer.echo(
-        f"indexed {len(records)} records from {kb} into {store.location} collection {collection!r}: "
-        f"encoded {result.encoded} (added {result.added}, updated {result.updated}), "
-        f"unchanged {result.unchanged}" + (f", pruned {pruned}" if prune else "") + f"; {total} stored"
-    )
-    if not check.ok:
+        # cheap: counts, metadata, vectors; a shard's worker leaves it to the run that started the workers
+        check = None if part else store.verify(ids=[r.id for r in records], full=False)
+    if result is None:
+        typer.echo(f"indexed {len(records)} records from {kb} with {workers} workers into {store.location} "
+                   f"collection {collection!r}" + (f", pruned {pruned}" if prune else "") + f"; {total} stored")
+    else:
+        typer.echo(
+            f"indexed {len(records)} records from {kb}" + (f" (shard {shard})" if part else "")
+            + f" into {store.location} collection {collection!r}: "
+            f"encoded {result.encoded} (added {result.added}, updated {result.updated}), "
+            f"unchanged {result.unchanged}" + (f", pruned {pruned}" if prune else "") + f"; {total} stored"
+        )
+    if check is not None and not check.ok:
         typer.echo(f"damage found: {check.summary()}; run `mlret check --repair` with the same --db/--host", err=True)
         raise typer.Exit(1)
+
+
+def shard_of(record_id: str, shards: int) -> int:
+    """The shard (0 .. shards-1) of a record id: a stable hash, the same in every process and run."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(record_id.encode("utf-8")).digest()[:8], "big") % shards
+
+
+def _check_scale_out(workers: int, shard: str | None, *, kb: Path | None, host: str | None,
+                     prune: bool) -> tuple[int, int] | None:
+    """Validate --workers / --shard; returns the shard as (I, N) when one was given."""
+    if workers > 1 and shard is not None:
+        raise MlretError("give --workers N or --shard I/N, not both")
+    if (workers > 1 or shard is not None) and kb is None:
+        raise MlretError("--workers and --shard split the records of --kb; documents are indexed by one process")
+    if workers > 1 and host is None:
+        raise MlretError("--workers needs a Chroma server (--host/--port): an embedded --db takes one writer at a time")
+    if shard is None:
+        return None
+    if prune:
+        raise MlretError("--prune with --shard would delete the other shards' records; prune in a run without --shard")
+    try:
+        index, total = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise MlretError(f"--shard must look like I/N (e.g. 0/2), got {shard!r}") from None
+    if not (total >= 1 and 0 <= index < total):
+        raise MlretError(f"--shard {shard}: I must be in 0..N-1 and N >= 1")
+    return index, total
+
+
+def _run_workers(workers: int, args: list[str], *, kb: Path, quiet: bool) -> None:
+    """Run ``workers`` copies of ``mlret index ARGS``, each with ``--shard i/N``; fail naming any that failed."""
+    import subprocess
+
+    procs = [subprocess.Popen([sys.executable, "-m", "mlret_rag.cli", "index", *args, "--shard", f"{i}/{workers}",
+                               "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(workers)]
+    failed = []
+    for i, proc in enumerate(procs):
+        out, err = proc.communicate()
+        if not quiet and out.strip():
+            typer.echo(f"worker {i}: {out.strip()}")
+        if proc.returncode != 0:
+            last = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+            failed.append(f"worker {i}/{workers}: {last}")
+    if failed:
+        raise MlretError(f"indexing {kb} with {workers} workers failed ({'; '.join(failed)}); what was committed "
+                         "is kept: run the same command again to finish")
 
 
 def _long_records(records: list, encoder: object, *, chunk_long: bool, chunk_tokens: int,
