@@ -33,6 +33,53 @@ POOL_LANGUAGES = ("de-CH", "eu", "ga", "lb", "lt", "lv")
 POOL_SIZE = 2000
 
 
+def code_switched(query, english: list, rng: random.Random):
+    """The query with a third of its words (characters, for unspaced scripts) replaced by the matching
+    stretch of a same-intent English KB utterance: a synthetic mixed-language question."""
+    from mlret_rag.kb import QueryRecord
+
+    source = rng.choice(english).split()
+    words = query.text.split()
+    unit = " " if len(words) > 1 else ""
+    words = words if len(words) > 1 else list(query.text)
+    span = max(1, len(words) // 3)
+    at = rng.randrange(len(words) - span + 1)
+    start = min(len(source) - 1, round(at * len(source) / len(words)))
+    mixed = words[:at] + source[start:start + span] + words[at + span:]
+    return QueryRecord(unit.join(mixed) if unit else "".join(mixed), query.label, query.lang)
+
+
+def noisy(query, rng: random.Random, rate: float = 0.1):
+    """The query with about ``rate`` of its characters dropped, doubled or swapped with the next one."""
+    from mlret_rag.kb import QueryRecord
+
+    chars, out, i = list(query.text), [], 0
+    while i < len(chars):
+        r = rng.random()
+        if r < rate / 3:
+            i += 1
+            continue
+        if r < 2 * rate / 3:
+            out += [chars[i], chars[i]]
+        elif r < rate and i + 1 < len(chars):
+            out += [chars[i + 1], chars[i]]
+            i += 1
+        else:
+            out.append(chars[i])
+        i += 1
+    return QueryRecord("".join(out) or query.text, query.label, query.lang)
+
+
+def augmented(queries: list, index: list, seed: int) -> list:
+    """The training queries plus one synthetic copy each: code-switched for half, character noise for the rest."""
+    rng = random.Random(f"augment:{seed}")
+    english: dict = {}
+    for rec in index:
+        english.setdefault(rec.label, []).append(rec.text)
+    extra = [code_switched(q, english[q.label], rng) if rng.random() < 0.5 else noisy(q, rng) for q in queries]
+    return list(queries) + extra
+
+
 def pool_mrr(report: dict) -> float:
     per = report["per_language"]
     return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
@@ -72,10 +119,9 @@ def reused_without(path: Path, seed: int, language_groups: dict) -> dict:
             "load_avg_15min": r.get("load_avg_15min"), "source": "finetune_ha.json (default run)"}
 
 
-def quiet_machine(row: dict, most_load: float = 1.5) -> bool:
-    """Both runs of a seed timed with the 15-minute load average at most ``most_load`` (2 cores)."""
-    loads = [row[name].get("load_avg_15min") for name in ("without", "with")]
-    return all(load is not None and load <= most_load for load in loads)
+def timed_here(row: dict) -> bool:
+    """Both runs of a seed carry the load they were timed under (runs of earlier sessions do not)."""
+    return all(row[name].get("load_avg_15min") is not None for name in ("without", "with"))
 
 
 def summarise(payload: dict) -> None:
@@ -86,7 +132,9 @@ def summarise(payload: dict) -> None:
               if p["estimated_precision"] is not None and p["true_precision"] is not None]
     dev_errors = [abs(p["dev_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
                   if p["dev_precision"] is not None and p["true_precision"] is not None]
-    ratios = [r["with"]["seconds"] / r["without"]["seconds"] for r in rows if quiet_machine(r)]
+    timed = [r for r in rows if timed_here(r)]
+    ratios = [r["with"]["seconds"] / r["without"]["seconds"] for r in timed]
+    loads = ", ".join(f"{r['without']['load_avg_15min']}/{r['with']['load_avg_15min']}" for r in timed)
     worst = min((x["delta"] for r in rows for x in r["losers"]), default=0.0)
     ok = lambda flag: "**met**" if flag else "**missed**"
     m = {"seeds": len(rows), "pool_gain": statistics.mean(pool_gain), "pool_gain_per_seed": pool_gain,
@@ -94,6 +142,12 @@ def summarise(payload: dict) -> None:
          "unseen_delta": statistics.mean(d("unseen")), "overall_delta": statistics.mean(d("overall")),
          "max_precision_error": max(errors, default=None), "max_dev_precision_error": max(dev_errors, default=None),
          "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios)}
+    aug = [r for r in rows if "augment" in r]
+    if aug:
+        for key in ("unseen", "train", "en"):
+            m[f"augment_{key}_delta"] = statistics.mean(r["augment"]["groups"][key] - r["without"]["groups"][key] for r in aug)
+        m["augment_pool_delta"] = statistics.mean(r["augment"]["pool_mrr"] - r["without"]["pool_mrr"] for r in aug)
+        m["augment_seeds"] = len(aug)
     payload["means"] = m
     payload["verdicts"] = [
         f"* pool languages gain >= 0.04 MRR over the same fine-tune without the pool: {ok(m['pool_gain'] >= 0.04)} "
@@ -106,7 +160,8 @@ def summarise(payload: dict) -> None:
          f"{m['max_precision_error'] if m['max_precision_error'] is None else round(m['max_precision_error'], 4)}; "
          f"plain dev precision above the threshold: {m['max_dev_precision_error'] and round(m['max_dev_precision_error'], 4)})"),
         (f"* time with the pool <= 2x without: {ok(bool(ratios) and m['time_ratio_median'] <= 2)} (median ratio "
-         f"{m['time_ratio_median'] and round(m['time_ratio_median'], 2)} over {len(ratios)} seeds whose runs were timed on a quiet machine)"),
+         f"{m['time_ratio_median'] and round(m['time_ratio_median'], 2)} over {len(ratios)} seeds; 15-minute load "
+         f"averages without/with: {loads or '-'} on 2 cores)"),
     ]
 
 
@@ -120,10 +175,14 @@ def render(payload: dict, out: Path) -> None:
              "| seed | run | overall | en | train langs | unseen langs | pool langs | chosen epoch | train s |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in payload["runs"]:
-        for name in ("without", "with"):
+        for name in ("without", "with", "with-p90", "augment"):
+            if name not in r:
+                continue
             x = r[name]
             g = x["groups"]
-            lines.append(f"| {r['seed']} | {name} pool | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
+            what = {"without": "without pool", "with": "with pool", "augment": "augmented anchors, no pool",
+                    "with-p90": "with pool, earlier defaults (precision 0.9, as many as the labelled anchors)"}[name]
+            lines.append(f"| {r['seed']} | {what} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
                          f"{g['unseen']:.4f} | {x['pool_mrr']:.4f} | {x['chosen_epoch']} | {x['seconds']:.0f} |")
     lines += ["", "## Targets (issue 11)", "", *payload["verdicts"], "",
               "## Pool languages, MRR without / with the pool (mean over seeds)", "",
@@ -137,7 +196,7 @@ def render(payload: dict, out: Path) -> None:
               "| seed | epoch | used | threshold | dev precision | estimated | true |", "|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"
     for r in payload["runs"]:
-        for p in r["precision"]:
+        for p in r["precision"] + [dict(q, epoch=f"{q['epoch']} (p90)") for q in r.get("precision-p90", [])]:
             lines.append(f"| {r['seed']} | {p['epoch']} | {p['used']} | {fmt(p['threshold'])} | {fmt(p['dev_precision'])} "
                          f"| {fmt(p['estimated_precision'])} | {fmt(p['true_precision'])} |")
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
@@ -156,6 +215,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true", help="add these seeds to the saved results")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--augment", action="store_true",
+                        help="also run the fine-tune (no pool) on the training queries plus augmented copies")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
                              "(the same data and call)")
@@ -184,21 +245,28 @@ def main() -> None:
                         "eval_queries": len(bench.eval_queries), "pool": len(pool),
                         "pool_per_language": {lang: sum(q.lang == lang for q in pool) for lang in POOL_LANGUAGES}},
                "base": base, "runs": []}
-    if args.append and saved.exists():
+    earlier: dict = {}
+    if args.append and saved.exists():  # keep what other seeds, and other runs of these seeds, measured
+        earlier = {r["seed"]: r for r in json.loads(saved.read_text())["runs"]}
         fresh = {int(s) for s in args.seeds.split(",")}
-        payload["runs"] = [r for r in json.loads(saved.read_text())["runs"] if r["seed"] not in fresh]
+        payload["runs"] = [r for seed, r in earlier.items() if seed not in fresh]
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
-        row = {"seed": seed}
+        row = {k: v for k, v in earlier.get(seed, {}).items() if k not in ("without", "with", "augment", "losers",
+                                                                            "precision")}
+        row["seed"] = seed
         if args.reuse_without:
             row["without"] = reused_without(args.out / "finetune_ha.json", seed, bench.language_groups)
-        for name, extra in (("without", {}), ("with", {"unlabelled": unlabelled})):
+        runs = [("without", {}), ("with", {"unlabelled": unlabelled})]
+        if args.augment:
+            runs.append(("augment", {"queries": augmented(bench.train_queries, bench.index, seed)}))
+        for name, extra in runs:
             if name in row:
                 continue
             with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
                 t = time.perf_counter()
-                result = finetune(bench.index, bench.train_queries, out=Path(tmp) / "m", seed=seed,
-                                  show_progress_bar=False, **extra)
+                result = finetune(bench.index, extra.pop("queries", bench.train_queries), out=Path(tmp) / "m",
+                                  seed=seed, show_progress_bar=False, **extra)
                 seconds = time.perf_counter() - t
                 report = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries, name=name)
             row[name] = {"seconds": round(seconds, 1), "groups": groups(report, bench.language_groups),

@@ -31,10 +31,10 @@ def finetune_command(
         rich_help_panel=_SELF)] = None,
     pseudo_label_precision: Annotated[float, typer.Option(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the dev-chosen threshold aims at.",
-        rich_help_panel=_SELF)] = 0.9,
+        rich_help_panel=_SELF)] = 0.97,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
-        "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: as many as the "
-        "labelled anchors, at least 256).", rich_help_panel=_SELF)] = None,
+        "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
+        "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
     train_ratio: Annotated[float, typer.Option(
         "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
         rich_help_panel=_TRAINING)] = 0.3,

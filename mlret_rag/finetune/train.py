@@ -156,8 +156,8 @@ def finetune(
             correct. Needs a dev part; works with ``queries=None`` (the KB's training part gives it).
         pseudo_label_precision: the share of correct pseudo-labels the dev-chosen threshold aims at.
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample of those
-            clearing the threshold); default: as many as the labelled anchors, at least 256, so an epoch
-            at most about doubles.
+            clearing the threshold); default: half as many as the labelled anchors (at least 128), so the
+            labelled ones keep two thirds of every epoch.
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         overwrite: replace a non-empty ``out`` folder.
         eval_queries: held-out queries; base and tuned models are evaluated and the figures go in the card.
@@ -531,7 +531,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
             dev_targets.append(targets)
     questions, stats = unlabelled_questions(questions, known_texts=[a.text for a in data.anchors] + dev_texts)
     if per_epoch is None:
-        per_epoch = max(len(data.anchors), 256)
+        per_epoch = max(len(data.anchors) // 2, 128)
     if data.passages:
         targets, n = list(range(len(data.index))), len(data.index)
     else:
