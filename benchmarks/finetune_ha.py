@@ -47,6 +47,7 @@ def groups(report: dict, bench_groups: dict) -> dict:
 
 
 def losers(base: dict, tuned: dict, points: float = 0.02) -> list:
+    """Languages (>= MIN_QUERIES queries) whose MRR under ``tuned`` is more than ``points`` below ``base``."""
     rows = []
     for lang, m in tuned["per_language"].items():
         b = base["per_language"][lang]

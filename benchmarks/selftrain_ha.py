@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from finetune_ha import MIN_QUERIES, groups
+from finetune_ha import MIN_QUERIES, groups, losers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -83,16 +83,6 @@ def augmented(queries: list, index: list, seed: int) -> list:
 def pool_mrr(report: dict) -> float:
     per = report["per_language"]
     return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
-
-
-def compare(without: dict, with_pool: dict, points: float = 0.01) -> list:
-    """Languages (>= MIN_QUERIES queries) that lose more than ``points`` MRR with the pool."""
-    rows = []
-    for lang, m in with_pool["per_language"].items():
-        b = without["per_language"][lang]
-        if m["n_queries"] >= MIN_QUERIES and m["mrr"] < b["mrr"] - points:
-            rows.append({"lang": lang, "n": m["n_queries"], "delta": round(m["mrr"] - b["mrr"], 4)})
-    return sorted(rows, key=lambda r: r["delta"])
 
 
 def precision_rows(selection: dict, kept: list, truth: dict) -> list:
@@ -278,7 +268,7 @@ def main() -> None:
                 row["precision"] = precision_rows(result.selection, result.pseudo_labels, truth)
                 row["unlabelled_stats"] = result.stats.get("unlabelled")
             print(seed, name, row[name]["groups"], "pool", row[name]["pool_mrr"], f"{seconds:.0f}s", flush=True)
-        row["losers"] = compare(row["without"]["report"], row["with"]["report"])
+        row["losers"] = losers(row["without"]["report"], row["with"]["report"], points=0.01)  # lost to the pool
         payload["runs"].append(row)
         payload["runs"].sort(key=lambda r: r["seed"])
         summarise(payload)

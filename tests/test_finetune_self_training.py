@@ -37,7 +37,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     out = tmp_path / "tuned"
     res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--unlabelled", str(pool), "--dev",
                                    str(demo_questions_path()), "--out", str(out), "--epochs", "1", "--batch-size",
-                                   "16", "--quiet"])
+                                   "16", "--pseudo-label-precision", "0.9", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "unlabelled questions: 60 used of 60 (sw 12, hi-Latn 12" in res.output
     assert "; the labels of 60 rows ignored" in res.output
@@ -45,6 +45,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     (round_,) = card["selection"]["pseudo_labels"]
     assert f"epoch 1 pseudo-labels: {round_['cleared']} cleared margin" in res.output
     assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["used"] > 0
+    assert card["training"]["pseudo_label_precision"] == 0.9
     assert card["data"]["anchors_per_language"] == {"en": 22}  # the labelled anchors: the KB's training rows
     assert card["data"]["examples"] == 22 + round_["used"]
     assert "## Pseudo-labelled questions (self-training)" in (out / "README.md").read_text()
