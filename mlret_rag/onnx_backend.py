@@ -46,7 +46,6 @@ _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 INT8_WARN_BELOW_COSINE = 0.995
 
 
-
 # -------------------------------------------------------------------------------------------------
 # Reading the sentence-transformers folder without loading PyTorch
 

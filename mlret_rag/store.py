@@ -61,8 +61,6 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 logger = logging.getLogger(__name__)
 
 
-
-
 @dataclass(frozen=True)
 class Hit:
     """One retrieved record. ``score`` is cosine similarity (higher is better); ``metadata`` holds the

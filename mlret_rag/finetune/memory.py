@@ -25,7 +25,6 @@ _OVERHEAD_GB = 1.2  # interpreter, torch, tokenizer, data
 SAFETY = 0.85  # share of the available memory a run may plan to use
 
 
-
 def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, heads: int,
                      column_lengths: list[int], batch_size: int, *, loaded: bool = False) -> float:
     """Estimated peak resident memory in GB of one step: weights, grads + AdamW, activations.

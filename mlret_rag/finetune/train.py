@@ -43,7 +43,6 @@ DEFAULT_MAX_SEQ_LENGTH = 256
 MAX_WEIGHTED_LABELS = 20_000  # label (or passage) similarity matrix of at most 3.2 GB in float64
 
 
-
 @dataclass
 class FinetuneResult:
     """What a fine-tune produced: the folder, data statistics, configuration, loss and evaluation.
