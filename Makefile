@@ -24,7 +24,7 @@ $(STAMP): $(PY) pyproject.toml $(INTEGRATIONS)
 	touch $(STAMP)
 
 test: install
-	$(PY) -m pytest tests $(wildcard integrations/*/tests) -q
+	$(PY) -m pytest tests $(wildcard integrations/*/tests) -q --durations=15
 
 # The inner loop: every test not marked slow (`make test` runs them all).
 test-fast: install
@@ -39,6 +39,7 @@ bench: install
 	$(PY) benchmarks/quality_ha.py
 	$(PY) benchmarks/finetune_ha.py
 	$(PY) benchmarks/finetune_passages.py
+	$(PY) benchmarks/selftrain_ha.py
 	$(PY) benchmarks/documents.py
 
 lint: install
