@@ -127,5 +127,6 @@ def test_the_per_epoch_cap_is_a_seeded_sample(encoder):
     again, _ = labeller.round(encoder, 0)
     later, _ = labeller.round(encoder, 1)
     assert report["cleared"] > 5 and report["used"] == len(first) == 5
+    assert sum(report["used_per_language"].values()) == 5
     assert [a.text for a in first] == [a.text for a in again]
     assert [a.text for a in first] != [a.text for a in later]

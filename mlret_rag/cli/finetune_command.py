@@ -147,8 +147,9 @@ def summary_lines(result: Any) -> str:
                      + (f"; {dropped} left out as unreadable to the model" if dropped else "")
                      + (f"; the labels of {pool['labels_ignored']} rows ignored" if pool["labels_ignored"] else ""))
         for r in sel["pseudo_labels"]:
-            per = ", ".join(f"{lang} {n}" for lang, n in r["cleared_per_language"].items())
-            lines.append(pseudo_label_line(r) + (f"; cleared per language: {per}" if r["cleared"] else ""))
+            per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
+                            for lang, n in r["cleared_per_language"].items())
+            lines.append(pseudo_label_line(r) + (f"; cleared/used per language: {per}" if r["cleared"] else ""))
         never = never_cleared(sel["pseudo_labels"])
         if never:
             lines.append("WARNING: no unlabelled question in " + ", ".join(

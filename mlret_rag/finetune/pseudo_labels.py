@@ -182,12 +182,14 @@ class PseudoLabeller:
         anchors = [self._anchor(self.questions[i], int(best[i])) for i in kept.tolist()]
         langs = Counter(q.lang or "unknown" for q in self.questions)
         cleared = Counter(self.questions[i].lang or "unknown" for i in clears.tolist())
+        used = Counter(self.questions[i].lang or "unknown" for i in kept.tolist())
         report = {
             "epoch": epoch + 1, "threshold": None if threshold is None else round(threshold, 6),
             "dev_precision": None if threshold is None else round(float(dev_correct[dev_margin >= threshold].mean()), 4),
             "estimated_precision": _rounded(estimated_precision(dev_margin, dev_correct, margin[clears])),
             "cleared": len(clears), "used": len(anchors),
             "cleared_per_language": {lang: cleared.get(lang, 0) for lang, _ in langs.most_common()},
+            "used_per_language": {lang: used.get(lang, 0) for lang, _ in langs.most_common()},
         }
         if threshold is None:
             logger.warning("epoch %d: no margin makes %d+ dev queries %.0f%% correct; no pseudo-label this epoch",
