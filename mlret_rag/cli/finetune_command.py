@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -103,7 +104,8 @@ def finetune_command(
         unlabelled=unlabelled_records, pseudo_label_precision=pseudo_label_precision,
         pseudo_labels_per_epoch=pseudo_labels_per_epoch, train_ratio=train_ratio,
     )
-    typer.echo(summary_lines(result))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process trains; the first one reports
+        typer.echo(summary_lines(result))
 
 
 def summary_lines(result: Any) -> str:

@@ -199,6 +199,8 @@ def finetune(
     batch = batch_size if batch_size is not None else (8 if data.passages else 32)
     if similarity != "centroid" and data.passages:
         raise ValueError(f"similarity={similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
+    if max_seconds is not None and _distributed():
+        raise ValueError("max_seconds would stop the processes of a distributed run at different steps; use max_steps")
     if interpolate and dev is None:
         raise ValueError("interpolate=True chooses the mix on dev data: give dev_queries or a dev_share that gives a dev part")
     if negatives == "weighted" and len(data.labels) > MAX_WEIGHTED_LABELS:
@@ -258,7 +260,9 @@ def finetune(
         "selection": selection,
         "evaluation": evaluation or None,
     }
-    _save(encoder, out, card)
+    if _rank() == 0:  # under torchrun / accelerate launch every process trained the same weights
+        _save(encoder, out, card)
+    _barrier()
     return FinetuneResult(out=out, stats=stats, config=config, train_loss=run.train_loss,
                           seconds=time.perf_counter() - started, evaluation=evaluation or None,
                           examples=examples, selection=selection, pseudo_labels=run.pseudo_labels)
@@ -403,6 +407,8 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     per_epoch = _steps_per_epoch(labelled_langs, config["batch_size"], config["one_language_per_batch"])
     if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add
         per_epoch += -(-min(labeller.per_epoch, len(labeller.questions)) // config["batch_size"])
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # distributed: each process steps through 1/world of the batches
+    per_epoch = -(-per_epoch // world)
     planned = config["max_steps"] or config["epochs"] * per_epoch  # max_steps overrides epochs
     epochs = -(-planned // per_epoch)
     optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.0)
@@ -424,7 +430,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
         examples = first if epoch == 0 else _epoch_examples(encoder, sampling, labeller, epoch, rounds, kept,
                                                             show_progress_bar)[0]
         this_epoch = _steps_per_epoch([e.lang for e in examples], config["batch_size"], config["one_language_per_batch"])
-        todo = min(this_epoch, planned - steps)
+        todo = min(-(-this_epoch // world), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config["max_seq_length"]):
             output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline,
@@ -580,6 +586,7 @@ def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch:
             seed=_epoch_seed(config["seed"], epoch), data_seed=_epoch_seed(config["seed"], epoch), save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
+            **({"ddp_backend": "gloo"} if _distributed() and not _cuda() else {}),
             batch_sampler=language_batch_sampler([e.lang for e in examples],
                                                  one_language_per_batch=config["one_language_per_batch"]),
         )
@@ -595,6 +602,31 @@ def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch:
             trainer.remove_callback(PrinterCallback)
         with _transformers_errors_only():
             return trainer.train()
+
+
+def _distributed() -> bool:
+    """True in a process started by torchrun / accelerate launch with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _barrier() -> None:
+    """Wait for every process of a distributed run (rank 0 writes the folder the others then return)."""
+    if not _distributed():
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
