@@ -90,7 +90,9 @@ def precision_rows(selection: dict, kept: list, truth: dict) -> list:
     for report, pairs in zip(selection.get("pseudo_labels", []), kept):
         true = sum(truth[t] == label for t, label in pairs) / len(pairs) if pairs else None
         rows.append({"epoch": report["epoch"], "used": report["used"], "threshold": report["threshold"],
-                     "dev_precision": report["dev_precision"], "estimated_precision": report["estimated_precision"],
+                     "dev_precision": report["dev_precision"],
+                     # the estimate for everything labelled so far, which is what an epoch trains on
+                     "estimated_precision": report.get("estimated_precision_all", report["estimated_precision"]),
                      "true_precision": None if true is None else round(true, 4),
                      "cleared_per_language": report["cleared_per_language"]})
     return rows
@@ -115,7 +117,7 @@ def timed_here(row: dict) -> bool:
 
 
 def summarise(payload: dict) -> None:
-    rows = payload["runs"]
+    rows = [r for r in payload["runs"] if "with" in r]  # seeds measured with the current defaults
     d = lambda key: [r["with"]["groups"][key] - r["without"]["groups"][key] for r in rows]
     pool_gain = [r["with"]["pool_mrr"] - r["without"]["pool_mrr"] for r in rows]
     errors = [abs(p["estimated_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
@@ -165,35 +167,38 @@ def render(payload: dict, out: Path) -> None:
              "| seed | run | overall | en | train langs | unseen langs | pool langs | chosen epoch | train s |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in payload["runs"]:
-        for name in ("without", "with", "with-p90", "augment"):
+        for name in ("without", "with", "with-relabel", "with-p90", "augment"):
             if name not in r:
                 continue
             x = r[name]
             g = x["groups"]
             what = {"without": "without pool", "with": "with pool", "augment": "augmented anchors, no pool",
-                    "with-p90": "with pool, earlier defaults (precision 0.9, as many as the labelled anchors)"}[name]
+                    "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97)",
+                    "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors"}[name]
             lines.append(f"| {r['seed']} | {what} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
                          f"{g['unseen']:.4f} | {x['pool_mrr']:.4f} | {x['chosen_epoch']} | {x['seconds']:.0f} |")
     lines += ["", "## Targets (issue 11)", "", *payload["verdicts"], "",
               "## Pool languages, MRR without / with the pool (mean over seeds)", "",
               "| language | queries | base | without | with | gain |", "|---|---:|---:|---:|---:|---:|"]
     for lang in POOL_LANGUAGES:
-        wo = statistics.mean(r["without"]["per_language"][lang] for r in payload["runs"])
-        wi = statistics.mean(r["with"]["per_language"][lang] for r in payload["runs"])
+        current = [r for r in payload["runs"] if "with" in r]
+        wo = statistics.mean(r["without"]["per_language"][lang] for r in current)
+        wi = statistics.mean(r["with"]["per_language"][lang] for r in current)
         base = payload["base"]["per_language"][lang]
         lines.append(f"| {lang} | {base['n_queries']} | {base['mrr']:.4f} | {wo:.4f} | {wi:.4f} | {wi - wo:+.4f} |")
     lines += ["", "## Pseudo-labels per epoch: true precision against the estimates", "",
               "| seed | epoch | used | threshold | dev precision | estimated | true |", "|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"
     for r in payload["runs"]:
-        for p in r["precision"] + [dict(q, epoch=f"{q['epoch']} (p90)") for q in r.get("precision-p90", [])]:
+        extra = [dict(q, epoch=f"{q['epoch']} ({tag})") for tag in ("relabel", "p90") for q in r.get(f"precision-{tag}", [])]
+        for p in r.get("precision", []) + extra:
             lines.append(f"| {r['seed']} | {p['epoch']} | {p['used']} | {fmt(p['threshold'])} | {fmt(p['dev_precision'])} "
                          f"| {fmt(p['estimated_precision'])} | {fmt(p['true_precision'])} |")
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [f"* seed {r['seed']}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in r["losers"])
-                                         or "none") for r in payload["runs"]]
+                                         or "none") for r in payload["runs"] if "losers" in r]
     (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
-    first = payload["runs"][0]
+    first = next(r for r in payload["runs"] if "with" in r)
     plot_per_language({"base": payload["base"], "without pool": first["without"]["report"],
                        "with pool": first["with"]["report"]}, out / "selftrain_ha.png",
                       title="Home Assistant intents: MRR per language, fine-tune with / without an unlabelled pool")

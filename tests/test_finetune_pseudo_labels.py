@@ -120,6 +120,17 @@ def test_the_threshold_depends_on_dev_alone_and_kept_questions_carry_their_best_
     assert right >= 0.6 and all(a.source_id is None and a.relevant is None for a in anchors)
 
 
+def test_a_label_once_given_stays_and_only_new_questions_are_labelled(encoder):
+    questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
+    labeller, _ = _labeller(questions, precision=0.8)
+    first, report = labeller.round(encoder, 0)
+    again, second = labeller.round(encoder, 1)  # the same model: nothing new clears, the labels stand
+    assert report["cleared"] == report["labelled"] > 0 and second["cleared"] == 0
+    assert second["labelled"] == report["labelled"] and {(a.text, a.label_id) for a in again} == {
+        (a.text, a.label_id) for a in first}
+    assert second["estimated_precision"] is None and second["estimated_precision_all"] == report["estimated_precision"]
+
+
 def test_the_per_epoch_cap_is_a_seeded_sample(encoder):
     questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
     labeller, _ = _labeller(questions, precision=0.5, per_epoch=5, seed=3)

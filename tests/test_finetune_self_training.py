@@ -43,8 +43,8 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert "; the labels of 60 rows ignored" in res.output
     card = read_card(out)
     (round_,) = card["selection"]["pseudo_labels"]
-    assert f"epoch 1 pseudo-labels: {round_['cleared']} cleared margin" in res.output
-    assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["used"] > 0
+    assert f"epoch 1 pseudo-labels: {round_['cleared']} new above margin" in res.output
+    assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["labelled"] == round_["used"] > 0
     assert card["training"]["pseudo_label_precision"] == 0.9
     assert card["data"]["anchors_per_language"] == {"en": 22}  # the labelled anchors: the KB's training rows
     assert card["data"]["examples"] == 22 + round_["used"]

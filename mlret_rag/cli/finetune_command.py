@@ -151,7 +151,7 @@ def summary_lines(result: Any) -> str:
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())
-            lines.append(pseudo_label_line(r) + (f"; cleared/used per language: {per}" if r["cleared"] else ""))
+            lines.append(pseudo_label_line(r) + (f"; new/used per language: {per}" if r["used"] else ""))
         never = never_cleared(sel["pseudo_labels"])
         if never:
             lines.append("WARNING: no unlabelled question in " + ", ".join(

@@ -89,15 +89,16 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
     langs = list((pool or {}).get("per_language") or rounds[0]["cleared_per_language"])
     lines = ["## Pseudo-labelled questions (self-training)", "",
              (f"{(pool or {}).get('used', '?')} unlabelled questions, pseudo-labelled with the current model at the "
-              "start of each epoch; kept when their best target beats the runner-up by the threshold margin, "
-              "chosen on the dev queries for the precision target. The estimate applies the dev accuracy per "
-              "margin (isotonic fit) to the kept questions' margins. Per language: cleared/used."), "",
-             "| epoch | threshold | dev precision | estimated precision | cleared | used | "
+              "start of each epoch; a question never trained on gets a label for good when its best target beats "
+              "the runner-up by the threshold margin, chosen on the dev queries for the precision target. The "
+              "estimate applies the dev accuracy per margin (isotonic fit) to the new labels' margins. Per "
+              "language: new/used."), "",
+             "| epoch | threshold | dev precision | estimated precision (new) | new | labelled | used | "
              + " | ".join(f"{lang} ({pool['per_language'][lang]})" if pool else lang for lang in langs) + " |",
-             "|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]
+             "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]
     for r in rounds:
         cells = [str(r["epoch"]), _fmt(r["threshold"]), _fmt(r["dev_precision"]), _fmt(r["estimated_precision"]),
-                 str(r["cleared"]), str(r["used"])] + [
+                 str(r["cleared"]), str(r.get("labelled", r["cleared"])), str(r["used"])] + [
             f"{r['cleared_per_language'].get(lang, 0)}/{r.get('used_per_language', {}).get(lang, 0)}" for lang in langs]
         lines.append("| " + " | ".join(cells) + " |")
     from .pseudo_labels import never_cleared

@@ -8,9 +8,10 @@ queries. Here they are used by self-training, refreshed every epoch (each epoch 
    KBs) beats the runner-up: ``score(best) - score(second)``, a target scoring as its best index record;
 3. the threshold is the lowest margin at which the dev queries (labelled, held out, never
    pseudo-labelled) that clear it are at least ``precision`` correct (:func:`choose_threshold`);
-4. questions clearing it join that epoch's anchors with their pseudo-label (at most ``per_epoch``,
-   a seeded sample); the precision of what was kept is estimated from dev by margin
-   (:func:`estimated_precision`) and reported per epoch with the counts per language.
+4. questions clearing it get that pseudo-label for good; only questions never trained on are labelled
+   (one trained on its own label scores confidently whatever the label is). Every epoch trains on the
+   labelled ones (at most ``per_epoch``, a seeded sample); the precision of the new labels is estimated
+   from dev by margin (:func:`estimated_precision`) and reported per epoch with the counts per language.
 
 The threshold and the estimate look only at dev; the unlabelled questions' own labels (if a file has
 them) are ignored.
@@ -162,9 +163,15 @@ class PseudoLabeller:
     per_epoch: int | None = None
     seed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
+    _labels: dict[int, int] = field(default_factory=dict, repr=False)  # question -> its pseudo-label, for good
+    _estimates: list[tuple[int, float]] = field(default_factory=list, repr=False)  # (newly labelled, estimate)
 
     def round(self, encoder, epoch: int) -> tuple[list[Anchor], dict[str, Any]]:
-        """Pseudo-labelled anchors for ``epoch`` and what was decided (threshold, counts, estimated precision)."""
+        """Pseudo-labelled anchors for ``epoch`` and what was decided (threshold, counts, estimated precision).
+
+        Only questions the model has never trained on are labelled, and a label once given stays: after
+        training on its own pseudo-label a question scores confidently whatever that label is, so its margin
+        would no longer mean what it means for the (never trained) dev queries."""
         if "unreadable_dropped" not in self.stats:
             self._drop_unreadable(encoder)
         index_vecs = encoder.encode_documents(self.index_texts)
@@ -172,27 +179,39 @@ class PseudoLabeller:
                                               self.index_targets, self.n_targets)
         dev_correct = np.array([best in targets for best, targets in zip(dev_best.tolist(), self.dev_targets)])
         threshold = choose_threshold(dev_margin, dev_correct, precision=self.precision)
-        best, margin = target_margins(encoder.encode_queries([q.text for q in self.questions]), index_vecs,
-                                      self.index_targets, self.n_targets)
-        clears = np.flatnonzero(margin >= threshold) if threshold is not None else np.array([], dtype=int)
-        kept = clears
-        if self.per_epoch is not None and len(clears) > self.per_epoch:
+        fresh = [i for i in range(len(self.questions)) if i not in self._labels]
+        new: list[int] = []
+        estimate = None
+        if fresh and threshold is not None:
+            best, margin = target_margins(encoder.encode_queries([self.questions[i].text for i in fresh]),
+                                          index_vecs, self.index_targets, self.n_targets)
+            clears = np.flatnonzero(margin >= threshold)
+            new = [fresh[j] for j in clears.tolist()]
+            self._labels.update((fresh[j], int(best[j])) for j in clears.tolist())
+            estimate = estimated_precision(dev_margin, dev_correct, margin[clears])
+            if estimate is not None:
+                self._estimates.append((len(new), estimate))
+        labelled = sorted(self._labels)
+        kept = labelled
+        if self.per_epoch is not None and len(labelled) > self.per_epoch:
             rng = np.random.default_rng([self.seed, epoch, 11])
-            kept = np.sort(rng.choice(clears, size=self.per_epoch, replace=False))
-        anchors = [self._anchor(self.questions[i], int(best[i])) for i in kept.tolist()]
+            kept = sorted(rng.choice(labelled, size=self.per_epoch, replace=False).tolist())
+        anchors = [self._anchor(self.questions[i], self._labels[i]) for i in kept]
         langs = Counter(q.lang or "unknown" for q in self.questions)
-        cleared = Counter(self.questions[i].lang or "unknown" for i in clears.tolist())
-        used = Counter(self.questions[i].lang or "unknown" for i in kept.tolist())
+        cleared = Counter(self.questions[i].lang or "unknown" for i in new)
+        used = Counter(self.questions[i].lang or "unknown" for i in kept)
+        weight = sum(n for n, _ in self._estimates)
         report = {
             "epoch": epoch + 1, "threshold": None if threshold is None else round(threshold, 6),
             "dev_precision": None if threshold is None else round(float(dev_correct[dev_margin >= threshold].mean()), 4),
-            "estimated_precision": _rounded(estimated_precision(dev_margin, dev_correct, margin[clears])),
-            "cleared": len(clears), "used": len(anchors),
+            "estimated_precision": _rounded(estimate),
+            "estimated_precision_all": _rounded(sum(n * e for n, e in self._estimates) / weight if weight else None),
+            "cleared": len(new), "labelled": len(labelled), "used": len(anchors),
             "cleared_per_language": {lang: cleared.get(lang, 0) for lang, _ in langs.most_common()},
             "used_per_language": {lang: used.get(lang, 0) for lang, _ in langs.most_common()},
         }
         if threshold is None:
-            logger.warning("epoch %d: no margin makes %d+ dev queries %.0f%% correct; no pseudo-label this epoch",
+            logger.warning("epoch %d: no margin makes %d+ dev queries %.0f%% correct; no new pseudo-label this epoch",
                            epoch + 1, MIN_CLEARING, 100 * self.precision)
         return anchors, report
 

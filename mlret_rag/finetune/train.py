@@ -500,13 +500,13 @@ def _epoch_examples(encoder, sampling: EpochExamples, labeller: PseudoLabeller |
 
 
 def pseudo_label_line(report: dict[str, Any]) -> str:
-    """One line on an epoch's pseudo-labels: threshold, how many cleared it, dev and estimated precision."""
+    """One line on an epoch's pseudo-labels: threshold, new and used ones, dev and estimated precision."""
+    used = f"{report['used']} of {report['labelled']} labelled used"
     if report["threshold"] is None:
-        return f"epoch {report['epoch']} pseudo-labels: none (no margin reaches the precision target on dev)"
+        return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on dev); {used}"
     est = report["estimated_precision"]
-    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} cleared margin {report['threshold']:.3f} "
-            f"({report['used']} used), dev precision {report['dev_precision']:.2f}, estimated precision of the "
-            f"kept {'-' if est is None else f'{est:.2f}'}")
+    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f} "
+            f"(dev precision {report['dev_precision']:.2f}, estimated {'-' if est is None else f'{est:.2f}'}); {used}")
 
 
 def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord], precision: float,
