@@ -30,22 +30,22 @@ def test_margin_is_the_best_label_over_the_runner_up_each_label_scoring_as_its_b
     queries = np.array([[0.1, 0.9, 0.3, 0.0],   # label 0 via record 1 (0.9) over label 1 (0.3)
                         [0.2, 0.0, 0.5, 0.45],  # label 1 (0.5) over label 2 (0.45)
                         [0.0, 0.0, 0.0, 1.0]])  # label 2 (1.0) over the rest (0.0)
-    best, margin = target_margins(queries, index, labels, 3)
+    best, margin = target_margins(queries, index, labels)
     assert best.tolist() == [0, 1, 2]
     assert margin == pytest.approx([0.6, 0.05, 1.0])
 
 
 def test_records_without_a_target_are_ignored_and_one_target_scores_itself():
     index = np.eye(3)
-    best, margin = target_margins(np.array([[0.2, 0.9, 0.7]]), index, [5, -1, 5], 6)
+    best, margin = target_margins(np.array([[0.2, 0.9, 0.7]]), index, [5, -1, 5])
     assert best.tolist() == [5] and margin == pytest.approx([0.7])
     with pytest.raises(ValueError, match="no index record has a target"):
-        target_margins(np.array([[1.0, 0, 0]]), index, [-1, -1, -1], 1)
+        target_margins(np.array([[1.0, 0, 0]]), index, [-1, -1, -1])
 
 
 def test_passages_are_their_own_targets():
     index = _unit([[1, 0], [0.8, 0.6], [0, 1]])
-    best, margin = target_margins(_unit([[0.9, 0.45]]), index, [0, 1, 2], 3)
+    best, margin = target_margins(_unit([[0.9, 0.45]]), index, [0, 1, 2])
     assert best.tolist() == [1]
     q = _unit([[0.9, 0.45]])[0]
     assert margin[0] == pytest.approx(q @ index[1] - q @ index[0])
@@ -101,7 +101,7 @@ def _labeller(questions, **kw):
     dev = load_demo_questions()
     label_ids = [ids[r.label] for r in kb]
     return PseudoLabeller(questions, [q.text for q in dev], [(ids[q.label],) for q in dev], [r.text for r in kb],
-                          label_ids, label_ids, len(labels), False, **kw), labels
+                          label_ids, label_ids, False, **kw), labels
 
 
 def test_the_threshold_depends_on_dev_alone_and_kept_questions_carry_their_best_label(encoder):

@@ -38,8 +38,8 @@ DEFAULT_PRECISION = 0.97  # measured: at 0.9 on dev, the kept dialect questions 
 MIN_CLEARING = 10  # a threshold is only trusted when at least this many dev queries clear it
 
 
-def target_margins(query_vecs: np.ndarray, index_vecs: np.ndarray, index_targets: Sequence[int],
-                   n_targets: int) -> tuple[np.ndarray, np.ndarray]:
+def target_margins(query_vecs: np.ndarray, index_vecs: np.ndarray,
+                   index_targets: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Best target per query and its margin over the runner-up (cosine of unit vectors).
 
     ``index_targets[i]`` is the target of index record ``i`` (a label id, or the record's own position
@@ -157,7 +157,6 @@ class PseudoLabeller:
     index_texts: list[str]
     index_targets: list[int]
     index_labels: list[int]
-    n_targets: int
     passages: bool
     precision: float = DEFAULT_PRECISION
     per_epoch: int | None = None
@@ -176,7 +175,7 @@ class PseudoLabeller:
             self._drop_unreadable(encoder)
         index_vecs = encoder.encode_documents(self.index_texts)
         dev_best, dev_margin = target_margins(encoder.encode_queries(self.dev_texts), index_vecs,
-                                              self.index_targets, self.n_targets)
+                                              self.index_targets)
         dev_correct = np.array([best in targets for best, targets in zip(dev_best.tolist(), self.dev_targets)])
         threshold = choose_threshold(dev_margin, dev_correct, precision=self.precision)
         fresh = [i for i in range(len(self.questions)) if i not in self._labels]
@@ -184,7 +183,7 @@ class PseudoLabeller:
         estimate = None
         if fresh and threshold is not None:
             best, margin = target_margins(encoder.encode_queries([self.questions[i].text for i in fresh]),
-                                          index_vecs, self.index_targets, self.n_targets)
+                                          index_vecs, self.index_targets)
             clears = np.flatnonzero(margin >= threshold)
             new = [fresh[j] for j in clears.tolist()]
             self._labels.update((fresh[j], int(best[j])) for j in clears.tolist())

@@ -537,12 +537,9 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     questions, stats = unlabelled_questions(questions, known_texts=[a.text for a in data.anchors] + dev_texts)
     if per_epoch is None:
         per_epoch = max(len(data.anchors) // 2, 128)
-    if data.passages:
-        targets, n = list(range(len(data.index))), len(data.index)
-    else:
-        targets, n = list(data.index_label_ids), len(data.labels)
+    targets = list(range(len(data.index))) if data.passages else list(data.index_label_ids)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
-                          list(data.index_label_ids), n, data.passages, precision, per_epoch, seed, stats)
+                          list(data.index_label_ids), data.passages, precision, per_epoch, seed, stats)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
