@@ -133,8 +133,8 @@ def _probe_child(options: dict, steps: int, queue) -> None:
                           show_progress_bar=False, **options)
     queue.put({"seconds_per_step": result.selection["seconds_per_step"], "steps": result.selection["steps"],
                "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),
-               "estimated_peak_gb": result.config.get("estimated_peak_gb"),
-               "batch_size": result.config["batch_size"], "max_seq_length": result.config["max_seq_length"]})
+               "estimated_peak_gb": result.estimated_peak_gb,
+               "batch_size": result.config.batch_size, "max_seq_length": result.config.max_seq_length})
 
 
 def probe(steps: int, out: Path) -> None:
@@ -202,7 +202,7 @@ def main() -> None:
                 report = evaluate(MultilingualEncoder(str(result.out)), bench.kb, bench.test_queries, name=name)
             row = {"run": name, "seed": seed, "seconds": round(seconds, 1), "groups": groups(report, roles),
                    "selection": result.selection, "report": report, "peak_rss_gb": round(rss.peak / 1e9, 2),
-                   "estimated_peak_gb": result.config.get("estimated_peak_gb"), "train_loss": result.train_loss}
+                   "estimated_peak_gb": result.estimated_peak_gb, "train_loss": result.train_loss}
             payload["runs"].append(row)
             print(name, seed, row["groups"], "epoch", result.selection.get("chosen_epoch"),
                   f"{result.selection['seconds_per_step']:.2f} s/step, peak {row['peak_rss_gb']} GB, {seconds:.0f}s",

@@ -24,6 +24,7 @@ _EXPORTS = {
     "finetune": "mlret_rag.finetune",
     "FinetuneResult": "mlret_rag.finetune",
     "evaluate": "mlret_rag.evaluate",
+    "FinetuneConfig": "mlret_rag.finetune",
     "report_markdown": "mlret_rag.evaluate",
     "plot_per_language": "mlret_rag.evaluate",
     # every exception lives in mlret_rag.errors
@@ -54,6 +55,7 @@ __all__ = [
     "DocumentError",
     "EncoderMismatchError",
     "FinetuneResult",
+    "FinetuneConfig",
     "Hit",
     "KBRecord",
     "KnowledgeBaseError",
@@ -100,7 +102,7 @@ if TYPE_CHECKING:
         TrainingMemoryError,
     )
     from .evaluate import evaluate, plot_per_language, report_markdown
-    from .finetune import FinetuneResult, finetune
+    from .finetune import FinetuneConfig, FinetuneResult, finetune
     from .kb import KBRecord, QueryRecord, load_kb, load_queries
     from .retriever import MultilingualRetriever
     from .store import AddResult, ChromaStore, Hit

@@ -10,7 +10,7 @@ import pytest
 import mlret_rag
 
 EXPECTED = {
-    "AddResult", "BACKENDS", "ChromaStore", "EncoderMismatchError", "FinetuneResult", "Hit", "KBRecord",
+    "AddResult", "BACKENDS", "ChromaStore", "EncoderMismatchError", "FinetuneConfig", "FinetuneResult", "Hit", "KBRecord",
     "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
     "StoreConnectionError", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
     "plot_per_language", "report_markdown", "sync_documents", "__version__",

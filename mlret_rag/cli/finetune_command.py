@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..finetune.config import FinetuneConfig
 from . import app
 from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
 
@@ -32,55 +33,58 @@ def finetune_command(
         rich_help_panel=_SELF)] = None,
     pseudo_label_precision: Annotated[float, typer.Option(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the dev-chosen threshold aims at.",
-        rich_help_panel=_SELF)] = 0.97,
+        rich_help_panel=_SELF)] = FinetuneConfig.pseudo_label_precision,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
     train_ratio: Annotated[float, typer.Option(
         "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
-        rich_help_panel=_TRAINING)] = 0.3,
+        rich_help_panel=_TRAINING)] = FinetuneConfig.train_ratio,
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.",
-                                           rich_help_panel=_SAMPLING)] = "weighted",
+                                           rich_help_panel=_SAMPLING)] = FinetuneConfig.negatives,
     negatives_per_anchor: Annotated[int | None, typer.Option(
         "--negatives-per-anchor", help="Explicit negatives per anchor (default 3; 1 for passage KBs).",
         rich_help_panel=_SAMPLING)] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature of weighted sampling.",
-                                               rich_help_panel=_SAMPLING)] = 0.05,
+                                               rich_help_panel=_SAMPLING)] = FinetuneConfig.temperature,
     similarity: Annotated[str, typer.Option("--similarity", help="Weighted sampling by: centroid | confusion | anchor.",
-                                            rich_help_panel=_SAMPLING)] = "centroid",
+                                            rich_help_panel=_SAMPLING)] = FinetuneConfig.similarity,
     one_language_per_batch: Annotated[bool, typer.Option(
-        "--one-language-per-batch", help="Build each batch from one anchor language.", rich_help_panel=_SAMPLING)] = False,
+        "--one-language-per-batch", help="Build each batch from one anchor language.",
+        rich_help_panel=_SAMPLING)] = FinetuneConfig.one_language_per_batch,
     group_by: Annotated[str | None, typer.Option(
         "--group-by", help="Passage KBs: metadata key (e.g. a document id) whose passages are never each other's negatives.",
         rich_help_panel=_SAMPLING)] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Most passes over the training queries.",
-                                        rich_help_panel=_TRAINING)] = 5,
+                                        rich_help_panel=_TRAINING)] = FinetuneConfig.epochs,
     learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.",
-                                                 rich_help_panel=_TRAINING)] = 5e-5,
+                                                 rich_help_panel=_TRAINING)] = FinetuneConfig.learning_rate,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of planned steps spent warming up.",
-                                                rich_help_panel=_TRAINING)] = 0.1,
+                                                rich_help_panel=_TRAINING)] = FinetuneConfig.warmup_ratio,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Anchors per step (default 32; 8 for passage KBs).", rich_help_panel=_TRAINING)] = None,
     max_seq_length: Annotated[int, typer.Option("--max-seq-length", help="Token cap for training texts.",
-                                                rich_help_panel=_TRAINING)] = 256,
+                                                rich_help_panel=_TRAINING)] = FinetuneConfig.max_seq_length,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps in all.",
                                                   rich_help_panel=_TRAINING)] = None,
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Time budget for training, in seconds.",
                                                       rich_help_panel=_TRAINING)] = None,
     freeze_embeddings: Annotated[bool, typer.Option(
         "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed (less memory).",
-        rich_help_panel=_TRAINING)] = True,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.", rich_help_panel=_TRAINING)] = 0,
+        rich_help_panel=_TRAINING)] = FinetuneConfig.freeze_embeddings,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.",
+                                      rich_help_panel=_TRAINING)] = FinetuneConfig.seed,
     dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
                                              rich_help_panel=_DEV)] = None,
     dev_share: Annotated[float | None, typer.Option(
         "--dev-share", help="Share of training queries held out as dev; 0 = none (default 0.15 when that gives "
         ">= 20 queries).", rich_help_panel=_DEV)] = None,
     patience: Annotated[int, typer.Option("--patience", help="Epochs without a better dev score before stopping.",
-                                          rich_help_panel=_DEV)] = 2,
+                                          rich_help_panel=_DEV)] = FinetuneConfig.patience,
     interpolate: Annotated[bool, typer.Option(
-        "--interpolate", help="Also try base/tuned weight mixes on dev and keep the best.", rich_help_panel=_DEV)] = False,
+        "--interpolate", help="Also try base/tuned weight mixes on dev and keep the best.",
+        rich_help_panel=_DEV)] = FinetuneConfig.interpolate,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
@@ -88,22 +92,22 @@ def finetune_command(
     from ..finetune import finetune
     from ..kb import load_kb, load_queries
 
+    config = FinetuneConfig(
+        negatives=negatives, negatives_per_anchor=negatives_per_anchor, temperature=temperature,
+        similarity=similarity, one_language_per_batch=one_language_per_batch, group_by=group_by,
+        train_ratio=train_ratio, epochs=epochs, patience=patience, dev_share=dev_share, batch_size=batch_size,
+        learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
+        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, interpolate=interpolate,
+        pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
+        seed=seed, overwrite=overwrite, show_progress_bar=not quiet,
+    )  # every option checked before a file is read or a model loaded
     kb_records = load_kb(kb)  # every file validated before a model is loaded
     query_records = None if queries is None else load_queries(queries)
     dev_records = None if dev is None else load_queries(dev)
     unlabelled_records = None if unlabelled is None else load_queries(unlabelled)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    result = finetune(
-        kb_records, query_records, out=out, model=model, negatives=negatives,
-        negatives_per_anchor=negatives_per_anchor, temperature=temperature, similarity=similarity,
-        one_language_per_batch=one_language_per_batch, group_by=group_by, epochs=epochs,
-        learning_rate=learning_rate, warmup_ratio=warmup_ratio, batch_size=batch_size,
-        max_seq_length=max_seq_length, max_steps=max_steps, max_seconds=max_seconds,
-        freeze_embeddings=freeze_embeddings, seed=seed, dev_queries=dev_records, dev_share=dev_share,
-        patience=patience, interpolate=interpolate, overwrite=overwrite, show_progress_bar=not quiet,
-        unlabelled=unlabelled_records, pseudo_label_precision=pseudo_label_precision,
-        pseudo_labels_per_epoch=pseudo_labels_per_epoch, train_ratio=train_ratio,
-    )
+    result = finetune(kb_records, query_records, out=out, model=model, config=config, dev_queries=dev_records,
+                      unlabelled=unlabelled_records)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process trains; the first one reports
         typer.echo(summary_lines(result))
 

@@ -4,7 +4,7 @@ One concept per module: :mod:`.split` (index/training split), :mod:`.label_simil
 :mod:`.negatives` (standard / weighted / hard), :mod:`.examples` (anchor, positive, negatives),
 :mod:`.epochs` (examples redrawn per epoch), :mod:`.dev` (dev split, selection, language guard),
 :mod:`.memory` (peak-memory check), :mod:`.pseudo_labels` (self-training on unlabelled questions), :mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
-:mod:`.card` (model card) and :mod:`.train` (:func:`finetune`). Heavy libraries load on first use.
+:mod:`.card` (model card), :mod:`.config` (:class:`FinetuneConfig`, every option) and :mod:`.train` (:func:`finetune`). Heavy libraries load on first use.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .._callable import make_callable
 
 _EXPORTS = {
     "finetune": ".train", "FinetuneResult": ".train", "OutputExistsError": ".train",
+    "FinetuneConfig": ".config",
     "split_kb": ".split", "KBSplit": ".split",
     "NegativeSampler": ".negatives", "label_probabilities": ".negatives", "mine_hard_negatives": ".negatives",
     "STRATEGIES": ".negatives",
@@ -40,6 +41,7 @@ __all__ = [
     "DevSplit",
     "EpochExamples",
     "Example",
+    "FinetuneConfig",
     "FinetuneResult",
     "KBSplit",
     "LabelMaskedMNRLoss",
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .config import FinetuneConfig as FinetuneConfig
     from .train import FinetuneResult as FinetuneResult
     from .train import finetune as finetune
 

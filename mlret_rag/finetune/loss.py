@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")
+from .config import HARDNESS_MODES  # validated with the other options in FinetuneConfig
 
 
 def masked_infonce_loss(

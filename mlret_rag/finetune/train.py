@@ -11,7 +11,7 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,43 +22,39 @@ from .._quiet import quiet_transformers
 from ..errors import KnowledgeBaseError, OutputExistsError
 from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
 from .card import CARD_FILE, write_card
+from .config import FinetuneConfig
 from .data import TrainingData, prepare_training_data
 from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
 from .epochs import EpochExamples, descriptions_cover
 from .examples import Anchor, Example
-from .label_similarity import SIMILARITIES
 from .memory import check_training_memory
-from .negatives import STRATEGIES
-from .pseudo_labels import DEFAULT_PRECISION, PseudoLabeller, unlabelled_questions
+from .pseudo_labels import PseudoLabeller, unlabelled_questions
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
 
-# Defaults measured on benchmarks/quality_ha.py (README, "Fine-tuning"): lr 5e-5 beat 2e-5, and the dev
-# curve peaks within 2-4 epochs; patience 2 rides out one noisy epoch.
-DEFAULT_EPOCHS = 5
-DEFAULT_LEARNING_RATE = 5e-5
-DEFAULT_PATIENCE = 2
-DEFAULT_MAX_SEQ_LENGTH = 256
 MAX_WEIGHTED_LABELS = 20_000  # label (or passage) similarity matrix of at most 3.2 GB in float64
 
 
 @dataclass
 class FinetuneResult:
-    """What a fine-tune produced: the folder, data statistics, configuration, loss and evaluation.
+    """What a fine-tune produced: the folder, data statistics, configuration (as run: options left to
+    ``None`` resolved), loss and evaluation.
 
-    ``pseudo_labels`` (with ``unlabelled``): per epoch, the (question, label or passage id) pairs trained on.
+    ``pseudo_labels`` (with ``unlabelled``): per epoch, the (question, label or passage id) pairs trained on;
+    ``estimated_peak_gb``: the memory check's estimate (``None`` with ``check_memory=False``).
     """
 
     out: Path
     stats: dict[str, Any]
-    config: dict[str, Any]
+    config: FinetuneConfig
     train_loss: float | None
     seconds: float
     evaluation: dict[str, Any] | None = None
     examples: list[Example] = field(default_factory=list, repr=False)
     selection: dict[str, Any] = field(default_factory=dict)
     pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list, repr=False)
+    estimated_peak_gb: float | None = None
 
 
 def finetune(
@@ -67,46 +63,20 @@ def finetune(
     *,
     out: str | os.PathLike[str],
     model: Any = None,
-    negatives: str = "weighted",
-    negatives_per_anchor: int | None = None,
-    temperature: float = 0.05,
-    similarity: str = "centroid",
-    hardness_mode: str | None = None,
-    hardness_strength: float = 0.0,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int | None = None,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    warmup_ratio: float = 0.1,
-    seed: int = 0,
-    freeze_embeddings: bool = True,
-    one_language_per_batch: bool = False,
-    train_ratio: float = 0.3,
-    translator: Translator | None = None,
-    translate_to: Sequence[str] = (),
-    label_descriptions: dict[str, str] | None = None,
-    scale: float = 20.0,
-    max_steps: int | None = None,
-    max_seconds: float | None = None,
-    dev_share: float | None = None,
+    config: FinetuneConfig | Mapping[str, Any] | None = None,
     dev_queries: Any = None,
-    patience: int = DEFAULT_PATIENCE,
-    group_by: str | None = None,
-    false_negative_share: float = 0.95,
-    max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
-    interpolate: bool = False,
     unlabelled: Any = None,
-    pseudo_label_precision: float = DEFAULT_PRECISION,
-    pseudo_labels_per_epoch: int | None = None,
-    check_memory: bool = True,
-    overwrite: bool = False,
     eval_queries: Any = None,
-    show_progress_bar: bool = True,
+    translator: Translator | None = None,
+    label_descriptions: dict[str, str] | None = None,
+    **overrides: Any,
 ) -> FinetuneResult:
     """Fine-tune ``model`` on ``kb`` so questions in any language retrieve its entries; save it to ``out``.
 
     The schedule is chosen on held-out data: a dev part of the training queries (:mod:`.dev`) is scored
     after every epoch, the best epoch's weights are kept, and training stops after ``patience`` epochs
-    without a better dev score (or at ``epochs``, ``max_steps`` or ``max_seconds``).
+    without a better dev score (or at ``epochs``, ``max_steps`` or ``max_seconds``). Every option is a
+    field of :class:`~mlret_rag.finetune.FinetuneConfig`.
 
     Args:
         kb: knowledge-base records (path, dataset, dicts or :class:`~mlret_rag.kb.KBRecord`): labelled
@@ -115,52 +85,17 @@ def finetune(
             labelled KB into index/training parts.
         out: folder to write (a normal sentence-transformers folder plus ``mlret_card.json``).
         model: ``None`` (bundled multilingual-e5-small), a model name or a folder.
-        negatives: ``"standard"``, ``"weighted"`` or ``"hard"`` (see :mod:`mlret_rag.finetune.negatives`);
-            sampled negatives are redrawn every epoch, hard ones re-mined with the current model.
-        negatives_per_anchor: explicit negatives per anchor (default: the paper's 3; 1 for passage KBs).
-        temperature: softmax temperature of the weighted sampler over label (or passage) similarities.
-        similarity: what ``weighted`` sampling weighs by (:mod:`mlret_rag.finetune.label_similarity`):
-            ``"centroid"`` (label centroids or descriptions; passages: passage cosine), ``"confusion"`` (the
-            base model's label confusions on the training anchors) or ``"anchor"`` (per anchor).
-        hardness_mode, hardness_strength: loss-side hardness weighting as in sentence-transformers'
-            MultipleNegativesRankingLoss (:mod:`mlret_rag.finetune.loss`); off by default.
-        epochs: most passes over the training anchors (dev selection usually stops earlier).
-        batch_size: anchors per step (default 32; 8 for passage KBs, whose texts are long).
-        learning_rate, warmup_ratio: peak learning rate, and the share of planned steps spent warming up
-            to it (then linear decay to 0 at the planned end).
-        seed: fixes every random choice (split, negatives per epoch, batches, dropout).
-        freeze_embeddings: keep the word-embedding matrix fixed (less memory, faster, protects unseen languages).
-        one_language_per_batch: build each batch from one anchor language.
-        train_ratio: share of labelled KB rows used as anchors when ``queries`` is ``None``.
-        translator, translate_to: render training rows into these languages (``queries`` is ``None`` only).
-        label_descriptions: label -> description; used for label similarity when every label has one.
-        scale: inverse temperature of the InfoNCE softmax.
-        max_steps: stop after this many optimiser steps in all.
-        max_seconds: time budget for training; the epoch running when it is spent ends early.
-        dev_share: share of the training anchors held out as dev. ``None`` (default): 15 % when that
-            gives at least 20 queries, else no dev split (the last epoch is kept, and the card says so);
-            ``0``: no dev split; a number that gives fewer than 20 dev queries is an error.
+        config: a :class:`~mlret_rag.finetune.FinetuneConfig` (or its ``to_dict()``); default: its defaults.
         dev_queries: your own dev queries (path, records or dicts) instead of a split.
-        patience: epochs without a better dev score before training stops.
-        group_by: passage KBs: a metadata key (e.g. a document id) whose records are never each other's negatives.
-        false_negative_share: ``hard`` negatives on passage KBs: drop candidates scoring above this share
-            of the anchor's best relevant passage.
-        max_seq_length: token cap for training texts (inference keeps the model's own window).
-        interpolate: after choosing the epoch, also try the weights ``base + a * (tuned - base)`` for
-            ``a`` in 0.25, 0.5, 0.75 and keep whichever scores best on dev (needs a dev part; off by
-            default: measured in ``benchmarks/finetune_ha.py``).
         unlabelled: questions without labels (path, records or dicts of ``text`` and optional ``lang``),
             e.g. a deployed assistant's logs: self-training (:mod:`.pseudo_labels`) adds, every epoch, those
             the current model labels with a margin that dev shows to be ``pseudo_label_precision``
             correct. Needs a dev part; works with ``queries=None`` (the KB's training part gives it).
-        pseudo_label_precision: the share of correct pseudo-labels the dev-chosen threshold aims at.
-        pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample of those
-            clearing the threshold); default: half as many as the labelled anchors (at least 128), so the
-            labelled ones keep two thirds of every epoch.
-        check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
-        overwrite: replace a non-empty ``out`` folder.
         eval_queries: held-out queries; base and tuned models are evaluated and the figures go in the card.
-        show_progress_bar: show training progress and one line per epoch.
+        translator: renders training rows into the ``translate_to`` languages (``queries`` is ``None`` only).
+        label_descriptions: label -> description; used for label similarity when every label has one.
+        **overrides: any :class:`FinetuneConfig` option (``epochs=3``, ``negatives="hard"``, ...), applied
+            on top of ``config``.
 
     Raises:
         OutputExistsError: ``out`` is a non-empty folder and ``overwrite`` is false.
@@ -168,80 +103,49 @@ def finetune(
             or nothing usable to train on.
         TrainingMemoryError: the estimated peak memory exceeds the available memory (``check_memory``).
         ValueError: an invalid option (the message names it).
+        TypeError: an override that is not a :class:`FinetuneConfig` option.
     """
     started = time.perf_counter()
-    _check_options(negatives, negatives_per_anchor, temperature, epochs, batch_size, learning_rate, max_steps)
-    _check_schedule(warmup_ratio, max_seconds, dev_share, patience, false_negative_share, max_seq_length)
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {similarity!r}")
-    from .loss import HARDNESS_MODES
-
-    if hardness_mode not in HARDNESS_MODES:
-        raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}; got {hardness_mode!r}")
-    if not isinstance(hardness_strength, (int, float)) or not hardness_strength >= 0:
-        raise ValueError(f"hardness_strength must be a number >= 0, got {hardness_strength!r}")
+    c = _as_config(config).replace(**overrides)
     out = Path(out).expanduser()
-    _check_output(out, overwrite)
+    _check_output(out, c.overwrite)
     kb_records = as_kb_records(kb)
     query_records = None if queries is None else as_query_records(queries)
-    data = prepare_training_data(kb_records, query_records, train_ratio=train_ratio, seed=seed,
-                                 translator=translator, translate_to=translate_to, group_by=group_by)
+    data = prepare_training_data(kb_records, query_records, train_ratio=c.train_ratio, seed=c.seed,
+                                 translator=translator, translate_to=c.translate_to, group_by=c.group_by)
     eval_records = None if eval_queries is None else as_query_records(eval_queries)
-    if dev_queries is not None and dev_share not in (None, 0):
+    if dev_queries is not None and c.dev_share not in (None, 0):
         raise ValueError("give dev_queries (--dev) or dev_share (--dev-share), not both")
     user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
-    data, dev, selection = _hold_out_dev(data, dev_share, user_dev, seed)
-    labeller = None
-    if unlabelled is not None:
-        labeller = _pseudo_labeller(data, dev, as_query_records(unlabelled), pseudo_label_precision,
-                                    pseudo_labels_per_epoch, seed, similarity)
-    k = negatives_per_anchor if negatives_per_anchor is not None else (1 if data.passages else 3)
-    batch = batch_size if batch_size is not None else (8 if data.passages else 32)
-    if similarity != "centroid" and data.passages:
-        raise ValueError(f"similarity={similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
-    if max_seconds is not None and _distributed():
-        raise ValueError("max_seconds would stop the processes of a distributed run at different steps; use max_steps")
-    if interpolate and dev is None:
-        raise ValueError("interpolate=True chooses the mix on dev data: give dev_queries or a dev_share that gives a dev part")
-    if negatives == "weighted" and len(data.labels) > MAX_WEIGHTED_LABELS:
-        raise ValueError(
-            f"weighted sampling keeps a {len(data.labels)} x {len(data.labels)} similarity matrix; above "
-            f"{MAX_WEIGHTED_LABELS} passages use group_by (e.g. a document id), or negatives='standard' / 'hard'"
-        )
+    data, dev, selection = _hold_out_dev(data, c.dev_share, user_dev, c.seed)
+    labeller = None if unlabelled is None else _pseudo_labeller(data, dev, as_query_records(unlabelled), c)
+    c = c.replace(  # the options as run: what None ("chosen from the data") came to
+        negatives_per_anchor=c.negatives_per_anchor if c.negatives_per_anchor is not None else (1 if data.passages else 3),
+        batch_size=c.batch_size if c.batch_size is not None else (8 if data.passages else 32),
+        pseudo_labels_per_epoch=None if labeller is None else labeller.per_epoch,
+    )
+    _check_fits_data(c, data, dev)
 
     import transformers
 
     from ..encoder import MultilingualEncoder
 
-    random.seed(seed)
-    np.random.seed(seed)
-    transformers.set_seed(seed)
+    random.seed(c.seed)
+    np.random.seed(c.seed)
+    transformers.set_seed(c.seed)
     encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
     peak_gb = None
-    if check_memory:
-        peak_gb = check_training_memory(encoder, data, batch_size=batch, negatives_per_anchor=k,
-                                        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings)
+    if c.check_memory:
+        peak_gb = check_training_memory(encoder, data, batch_size=c.batch_size,
+                                        negatives_per_anchor=c.negatives_per_anchor,
+                                        max_seq_length=c.max_seq_length, freeze_embeddings=c.freeze_embeddings)
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
 
-    config = {
-        "negatives": negatives, "negatives_per_anchor": k, "temperature": temperature,
-        "label_similarity": _similarity_name(similarity, label_descriptions, data.labels, data.passages),
-        "negatives_redrawn": "every epoch" if negatives != "hard" else "re-mined with the current model every epoch",
-        "false_negative_share": false_negative_share if data.passages and negatives == "hard" else None,
-        "epochs": epochs, "patience": patience, "batch_size": batch, "learning_rate": learning_rate,
-        "warmup_ratio": warmup_ratio, "schedule": "linear warmup, then linear decay to 0 over the planned steps",
-        "seed": seed, "freeze_embeddings": freeze_embeddings, "one_language_per_batch": one_language_per_batch,
-        "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
-        "scale": scale, "max_steps": max_steps, "max_seconds": max_seconds, "max_seq_length": max_seq_length,
-        "hardness_mode": hardness_mode, "hardness_strength": hardness_strength,
-        "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2), "interpolate": interpolate,
-        "pseudo_label_precision": None if labeller is None else pseudo_label_precision,
-        "pseudo_labels_per_epoch": None if labeller is None else labeller.per_epoch,
-    }
-    sampling = EpochExamples(data, negatives, k, temperature, seed, label_descriptions, similarity, false_negative_share)
-    run = _train(encoder, sampling, dev, config, show_progress_bar, labeller)
+    sampling = EpochExamples(data, c.negatives, c.negatives_per_anchor, c.temperature, c.seed, label_descriptions,
+                             c.similarity, c.false_negative_share)
+    run = _train(encoder, sampling, dev, c, labeller)
     examples = run.first_examples
     stats = dict(data.stats, examples=len(examples),
                  anchors_without_positive=len(data.anchors) + run.first_pseudo - len(examples))
@@ -249,62 +153,66 @@ def finetune(
         stats["unlabelled"] = labeller.stats
     selection.update(run.selection)
 
-    transformers.set_seed(seed)
+    transformers.set_seed(c.seed)
     if eval_records is not None:
         evaluation["tuned"] = _evaluate(encoder, kb_records, eval_records)  # the kept weights, in memory
-    card = {
-        "base_model": encoder.model_name, "prompts": encoder.prompts, "data": stats,
-        "sampling": {key: config[key] for key in _SAMPLING_KEYS},
-        "training": {key: v for key, v in config.items() if key not in _SAMPLING_KEYS}
-        | {"train_loss": run.train_loss, "steps": run.steps, "seconds": round(time.perf_counter() - started, 1)},
-        "selection": selection,
-        "evaluation": evaluation or None,
-    }
+    sections = _card_sections(c, data, label_descriptions, labeller is not None, peak_gb)
+    sections["training"] |= {"train_loss": run.train_loss, "steps": run.steps,
+                             "seconds": round(time.perf_counter() - started, 1)}
+    card = {"base_model": encoder.model_name, "prompts": encoder.prompts, "data": stats,
+            "configuration": c.to_dict(), **sections, "selection": selection, "evaluation": evaluation or None}
     if _rank() == 0:  # under torchrun / accelerate launch every process trained the same weights
         _save(encoder, out, card)
     _barrier()
-    return FinetuneResult(out=out, stats=stats, config=config, train_loss=run.train_loss,
+    return FinetuneResult(out=out, stats=stats, config=c, train_loss=run.train_loss,
                           seconds=time.perf_counter() - started, evaluation=evaluation or None,
-                          examples=examples, selection=selection, pseudo_labels=run.pseudo_labels)
+                          examples=examples, selection=selection, pseudo_labels=run.pseudo_labels,
+                          estimated_peak_gb=sections["training"]["estimated_peak_gb"])
 
 
 # -------------------------------------------------------------------------------------------------
-_SAMPLING_KEYS = ("negatives", "negatives_per_anchor", "temperature", "label_similarity", "one_language_per_batch")
+def _as_config(config: Any) -> FinetuneConfig:
+    if config is None:
+        return FinetuneConfig()
+    if isinstance(config, FinetuneConfig):
+        return config
+    if isinstance(config, Mapping):
+        return FinetuneConfig.from_dict(config)
+    raise TypeError(f"config must be a FinetuneConfig or a mapping of its options, got {type(config).__name__}")
 
 
-def _check_options(negatives, k, temperature, epochs, batch_size, learning_rate, max_steps) -> None:
-    if negatives not in STRATEGIES:
-        raise ValueError(f"negatives must be one of {', '.join(STRATEGIES)}; got {negatives!r}")
-    for name, value, low in (("negatives_per_anchor", k, 0), ("epochs", epochs, 1), ("batch_size", batch_size, 2)):
-        if value is None and name != "epochs":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
-    if not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (inf allowed), got {temperature!r}")
-    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+def _check_fits_data(c: FinetuneConfig, data: TrainingData, dev: _Dev | None) -> None:
+    """The option checks that depend on the data or the launch (the others are FinetuneConfig's own)."""
+    if c.similarity != "centroid" and data.passages:
+        raise ValueError(f"similarity={c.similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
+    if c.max_seconds is not None and _distributed():
+        raise ValueError("max_seconds would stop the processes of a distributed run at different steps; use max_steps")
+    if c.interpolate and dev is None:
+        raise ValueError("interpolate=True chooses the mix on dev data: give dev_queries or a dev_share that gives a dev part")
+    if c.negatives == "weighted" and len(data.labels) > MAX_WEIGHTED_LABELS:
+        raise ValueError(
+            f"weighted sampling keeps a {len(data.labels)} x {len(data.labels)} similarity matrix; above "
+            f"{MAX_WEIGHTED_LABELS} passages use group_by (e.g. a document id), or negatives='standard' / 'hard'"
+        )
 
 
-def _check_schedule(warmup_ratio, max_seconds, dev_share, patience, false_negative_share, max_seq_length) -> None:
-    def number(value: Any) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    if not number(warmup_ratio) or not 0 <= warmup_ratio < 1:
-        raise ValueError(f"warmup_ratio must be a number in [0, 1), got {warmup_ratio!r}")
-    if max_seconds is not None and (not number(max_seconds) or not max_seconds > 0):
-        raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
-    if dev_share is not None and (not number(dev_share) or not 0 <= dev_share < 1):
-        raise ValueError(f"dev_share must be None (auto), 0 (no dev split) or a number below 1, got {dev_share!r}")
-    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-        raise ValueError(f"patience must be an integer >= 1, got {patience!r}")
-    if not number(false_negative_share) or not 0 < false_negative_share <= 1:
-        raise ValueError(f"false_negative_share must be a number in (0, 1], got {false_negative_share!r}")
-    if max_seq_length is not None and (isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int)
-                                       or max_seq_length < 8):
-        raise ValueError(f"max_seq_length must be an integer >= 8 or None, got {max_seq_length!r}")
+def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str, str] | None, self_training: bool,
+                   peak_gb: float | None) -> dict[str, dict[str, Any]]:
+    """The card's ``sampling`` and ``training``: the options as run, with what they amounted to."""
+    sampling = c.section("sampling") | {
+        "label_similarity": _similarity_name(c.similarity, descriptions, data.labels, data.passages),
+        "negatives_redrawn": "every epoch" if c.negatives != "hard" else "re-mined with the current model every epoch",
+    }
+    if not (data.passages and c.negatives == "hard"):
+        sampling["false_negative_share"] = None  # not used
+    training = c.section("schedule") | {
+        "schedule": "linear warmup, then linear decay to 0 over the planned steps",
+        "loss": "InfoNCE, explicit + in-batch negatives, same-label in-batch candidates masked",
+        "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
+    }
+    if not self_training:
+        training["pseudo_label_precision"] = None  # not used
+    return {"sampling": sampling, "training": training}
 
 
 @dataclass
@@ -386,7 +294,7 @@ class _Run:
     pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
-def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str, Any], show_progress_bar: bool,
+def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneConfig,
            labeller: PseudoLabeller | None = None) -> _Run:
     """Train epoch by epoch (fresh negatives, and pseudo-labels, each), score dev after each, keep the best
     weights, stop on patience."""
@@ -394,7 +302,8 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     from transformers import get_linear_schedule_with_warmup
 
     st = encoder.sentence_transformer
-    if config["freeze_embeddings"]:
+    show_progress_bar = config.show_progress_bar
+    if config.freeze_embeddings:
         inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
         if inner is None or not hasattr(inner, "get_input_embeddings"):
             raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
@@ -404,16 +313,16 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     kept: list[list[tuple[str, str]]] = []
     first, first_pseudo = _epoch_examples(encoder, sampling, labeller, 0, rounds, kept, show_progress_bar)
     labelled_langs = [e.lang for e in first[: len(first) - first_pseudo]]
-    per_epoch = _steps_per_epoch(labelled_langs, config["batch_size"], config["one_language_per_batch"])
+    per_epoch = _steps_per_epoch(labelled_langs, config.batch_size, config.one_language_per_batch)
     if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add
-        per_epoch += -(-min(labeller.per_epoch, len(labeller.questions)) // config["batch_size"])
+        per_epoch += -(-min(labeller.per_epoch, len(labeller.questions)) // config.batch_size)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # distributed: each process steps through 1/world of the batches
     per_epoch = -(-per_epoch // world)
-    planned = config["max_steps"] or config["epochs"] * per_epoch  # max_steps overrides epochs
+    planned = config.max_steps or config.epochs * per_epoch  # max_steps overrides epochs
     epochs = -(-planned // per_epoch)
-    optimizer = torch.optim.AdamW(trainable, lr=config["learning_rate"], weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config["warmup_ratio"] * planned), planned)
-    deadline = None if config["max_seconds"] is None else time.perf_counter() + config["max_seconds"]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * planned), planned)
+    deadline = None if config.max_seconds is None else time.perf_counter() + config.max_seconds
     window = st.max_seq_length
     curve: list[dict[str, Any]] = []
     base_report = best_report = None
@@ -429,12 +338,11 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
     for epoch in range(epochs):
         examples = first if epoch == 0 else _epoch_examples(encoder, sampling, labeller, epoch, rounds, kept,
                                                             show_progress_bar)[0]
-        this_epoch = _steps_per_epoch([e.lang for e in examples], config["batch_size"], config["one_language_per_batch"])
+        this_epoch = _steps_per_epoch([e.lang for e in examples], config.batch_size, config.one_language_per_batch)
         todo = min(-(-this_epoch // world), planned - steps)
         tick = time.perf_counter()
-        with _training_window(st, config["max_seq_length"]):
-            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline,
-                                      show_progress_bar)
+        with _training_window(st, config.max_seq_length):
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline)
         train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
@@ -453,14 +361,14 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
                 stale += 1
                 line += f", dev {score:.4f} (best {best_score:.4f} at epoch {best_epoch})"
         _say(show_progress_bar, line)
-        if dev is not None and stale >= config["patience"] and epoch + 1 < epochs:
+        if dev is not None and stale >= config.patience and epoch + 1 < epochs:
             stopped = f"patience: {stale} epochs without a better dev score"
             break
         if deadline is not None and time.perf_counter() >= deadline:
-            stopped = f"time budget of {config['max_seconds']} s spent"
+            stopped = f"time budget of {config.max_seconds} s spent"
             break
         if steps >= planned:
-            stopped = "max_steps reached" if config["max_steps"] else "epochs"
+            stopped = "max_steps reached" if config.max_steps else "epochs"
             break
     assert st.max_seq_length == window
     selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps,
@@ -469,7 +377,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: dict[str,
         selection["pseudo_labels"] = rounds
     if dev is not None:
         _restore(best_weights, trainable)
-        if config["interpolate"] and best_epoch > 0:
+        if config.interpolate and best_epoch > 0:
             best_score, best_report, selection["interpolation"] = _interpolate(
                 encoder, dev, trainable, base_weights, best_weights, best_score, best_report)
         selection.update(
@@ -509,14 +417,10 @@ def pseudo_label_line(report: dict[str, Any]) -> str:
             f"(dev precision {report['dev_precision']:.2f}, estimated {'-' if est is None else f'{est:.2f}'}); {used}")
 
 
-def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord], precision: float,
-                     per_epoch: int | None, seed: int, similarity: str) -> PseudoLabeller:
+def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord],
+                     c: FinetuneConfig) -> PseudoLabeller:
     """Set up self-training: the dev queries with their correct targets, and the questions to label."""
-    if not isinstance(precision, (int, float)) or isinstance(precision, bool) or not 0 < precision < 1:
-        raise ValueError(f"pseudo_label_precision must be a number strictly between 0 and 1, got {precision!r}")
-    if per_epoch is not None and (isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or per_epoch < 1):
-        raise ValueError(f"pseudo_labels_per_epoch must be a positive integer or None, got {per_epoch!r}")
-    if similarity == "anchor":
+    if c.similarity == "anchor":
         raise ValueError("similarity='anchor' weighs negatives per labelled anchor; it does not combine with unlabelled")
     if dev is None:
         raise KnowledgeBaseError(
@@ -535,11 +439,10 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
             dev_texts.append(q.text)
             dev_targets.append(targets)
     questions, stats = unlabelled_questions(questions, known_texts=[a.text for a in data.anchors] + dev_texts)
-    if per_epoch is None:
-        per_epoch = max(len(data.anchors) // 2, 128)
+    per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
     targets = list(range(len(data.index))) if data.passages else list(data.index_label_ids)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
-                          list(data.index_label_ids), data.passages, precision, per_epoch, seed, stats)
+                          list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
@@ -556,8 +459,8 @@ def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, s
     return score, report, {"dev_score_by_alpha": tried, "chosen_alpha": best_alpha}
 
 
-def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch: int, steps: int, optimizer,
-                     scheduler, deadline: float | None, show_progress_bar: bool):
+def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch: int, steps: int, optimizer,
+                     scheduler, deadline: float | None):
     """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
@@ -574,24 +477,25 @@ def _train_one_epoch(st, examples: list[Example], config: dict[str, Any], epoch:
             if deadline is not None and time.perf_counter() >= deadline:
                 control.should_training_stop = True
 
+    show_progress_bar = config.show_progress_bar
     dataset = _dataset(examples)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=1, max_steps=steps,
-            per_device_train_batch_size=config["batch_size"], learning_rate=config["learning_rate"],
-            seed=_epoch_seed(config["seed"], epoch), data_seed=_epoch_seed(config["seed"], epoch), save_strategy="no",
+            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+            seed=_epoch_seed(config.seed, epoch), data_seed=_epoch_seed(config.seed, epoch), save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             **({"ddp_backend": "gloo"} if _distributed() and not _cuda() else {}),
             batch_sampler=language_batch_sampler([e.lang for e in examples],
-                                                 one_language_per_batch=config["one_language_per_batch"]),
+                                                 one_language_per_batch=config.one_language_per_batch),
         )
         with quiet_transformers():
             trainer = _NoCardTrainer(
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
-                loss=LabelMaskedMNRLoss(st, scale=config["scale"], hardness_mode=config["hardness_mode"],
-                                        hardness_strength=config["hardness_strength"]),
+                loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
+                                        hardness_strength=config.hardness_strength),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
