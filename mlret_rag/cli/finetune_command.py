@@ -33,62 +33,63 @@ def finetune_command(
         rich_help_panel=_SELF)] = None,
     pseudo_label_precision: Annotated[float, typer.Option(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the dev-chosen threshold aims at.",
-        rich_help_panel=_SELF)] = FinetuneConfig.pseudo_label_precision,
+        rich_help_panel=_SELF)] = 0.97,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
     train_ratio: Annotated[float, typer.Option(
         "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
-        rich_help_panel=_TRAINING)] = FinetuneConfig.train_ratio,
+        rich_help_panel=_TRAINING)] = 0.3,
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     negatives: Annotated[str, typer.Option("--negatives", help="standard | weighted | hard.",
-                                           rich_help_panel=_SAMPLING)] = FinetuneConfig.negatives,
+                                           rich_help_panel=_SAMPLING)] = "weighted",
     negatives_per_anchor: Annotated[int | None, typer.Option(
         "--negatives-per-anchor", help="Explicit negatives per anchor (default 3; 1 for passage KBs).",
         rich_help_panel=_SAMPLING)] = None,
     temperature: Annotated[float, typer.Option("--temperature", help="Softmax temperature of weighted sampling.",
-                                               rich_help_panel=_SAMPLING)] = FinetuneConfig.temperature,
+                                               rich_help_panel=_SAMPLING)] = 0.05,
     similarity: Annotated[str, typer.Option("--similarity", help="Weighted sampling by: centroid | confusion | anchor.",
-                                            rich_help_panel=_SAMPLING)] = FinetuneConfig.similarity,
+                                            rich_help_panel=_SAMPLING)] = "centroid",
     one_language_per_batch: Annotated[bool, typer.Option(
         "--one-language-per-batch", help="Build each batch from one anchor language.",
-        rich_help_panel=_SAMPLING)] = FinetuneConfig.one_language_per_batch,
+        rich_help_panel=_SAMPLING)] = False,
     group_by: Annotated[str | None, typer.Option(
         "--group-by", help="Passage KBs: metadata key (e.g. a document id) whose passages are never each other's negatives.",
         rich_help_panel=_SAMPLING)] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Most passes over the training queries.",
-                                        rich_help_panel=_TRAINING)] = FinetuneConfig.epochs,
+                                        rich_help_panel=_TRAINING)] = 5,
     learning_rate: Annotated[float, typer.Option("--learning-rate", "--lr", help="Peak learning rate.",
-                                                 rich_help_panel=_TRAINING)] = FinetuneConfig.learning_rate,
+                                                 rich_help_panel=_TRAINING)] = 5e-05,
     warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of planned steps spent warming up.",
-                                                rich_help_panel=_TRAINING)] = FinetuneConfig.warmup_ratio,
+                                                rich_help_panel=_TRAINING)] = 0.1,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Anchors per step (default 32; 8 for passage KBs).", rich_help_panel=_TRAINING)] = None,
     max_seq_length: Annotated[int, typer.Option("--max-seq-length", help="Token cap for training texts.",
-                                                rich_help_panel=_TRAINING)] = FinetuneConfig.max_seq_length,
+                                                rich_help_panel=_TRAINING)] = 256,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps in all.",
                                                   rich_help_panel=_TRAINING)] = None,
     max_seconds: Annotated[float | None, typer.Option("--max-seconds", help="Time budget for training, in seconds.",
                                                       rich_help_panel=_TRAINING)] = None,
     freeze_embeddings: Annotated[bool, typer.Option(
         "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed (less memory).",
-        rich_help_panel=_TRAINING)] = FinetuneConfig.freeze_embeddings,
+        rich_help_panel=_TRAINING)] = True,
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.",
-                                      rich_help_panel=_TRAINING)] = FinetuneConfig.seed,
+                                      rich_help_panel=_TRAINING)] = 0,
     dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
                                              rich_help_panel=_DEV)] = None,
     dev_share: Annotated[float | None, typer.Option(
         "--dev-share", help="Share of training queries held out as dev; 0 = none (default 0.15 when that gives "
         ">= 20 queries).", rich_help_panel=_DEV)] = None,
     patience: Annotated[int, typer.Option("--patience", help="Epochs without a better dev score before stopping.",
-                                          rich_help_panel=_DEV)] = FinetuneConfig.patience,
+                                          rich_help_panel=_DEV)] = 2,
     interpolate: Annotated[bool, typer.Option(
         "--interpolate", help="Also try base/tuned weight mixes on dev and keep the best.",
-        rich_help_panel=_DEV)] = FinetuneConfig.interpolate,
+        rich_help_panel=_DEV)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help=QUIET_HELP)] = False,
 ) -> None:
     """Fine-tune the encoder on your KB so questions in any language retrieve its entries; the epoch kept is chosen on dev data."""
+    # The defaults above are FinetuneConfig's (tests/test_finetune_config.py holds them equal).
     from ..finetune import finetune
     from ..kb import load_kb, load_queries
 
