@@ -356,28 +356,29 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, Mapping[str, Any]]]:
 def _csv_rows(path: Path, kind: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
     text = "".join(line for _, line in _lines(path))
     reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
+    header = _next_csv_row(reader, path)
+    if header is None:
         return
-    except csv.Error as exc:
-        raise KnowledgeBaseError(f"{path}:1: malformed CSV ({exc})") from None
     header = [h.strip() for h in header]
     if "text" not in header:
         raise KnowledgeBaseError(f'{path}:1: the CSV header has no "text" column (got {", ".join(header)})')
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise KnowledgeBaseError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    while (cells := _next_csv_row(reader, path)) is not None:
         where = f"{path}:{reader.line_num}"
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(header):
             raise KnowledgeBaseError(f"{where}: expected {len(header)} columns, got {len(cells)}")
         yield where, _csv_row(dict(zip(header, cells)), kind)
+
+
+def _next_csv_row(reader: Any, path: Path) -> list[str] | None:
+    """The next CSV row, ``None`` at the end; a malformed row is an error naming its line."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise KnowledgeBaseError(f"{path}:{max(reader.line_num, 1)}: malformed CSV ({exc})") from None
 
 
 def _csv_row(cells: dict[str, str], kind: str) -> dict[str, Any]:
