@@ -20,11 +20,12 @@ _EXPORTS = {
     "ChromaStore": "mlret_rag.store",
     "Hit": "mlret_rag.store",
     "AddResult": "mlret_rag.store",
+    "StoreLocation": "mlret_rag.location",
     "MultilingualRetriever": "mlret_rag.retriever",
     "finetune": "mlret_rag.finetune",
     "FinetuneResult": "mlret_rag.finetune",
-    "evaluate": "mlret_rag.evaluate",
     "FinetuneConfig": "mlret_rag.finetune",
+    "evaluate": "mlret_rag.evaluate",
     "report_markdown": "mlret_rag.evaluate",
     "plot_per_language": "mlret_rag.evaluate",
     # every exception lives in mlret_rag.errors
@@ -54,8 +55,8 @@ __all__ = [
     "DiskFullError",
     "DocumentError",
     "EncoderMismatchError",
-    "FinetuneResult",
     "FinetuneConfig",
+    "FinetuneResult",
     "Hit",
     "KBRecord",
     "KnowledgeBaseError",
@@ -69,6 +70,7 @@ __all__ = [
     "StoreBusyError",
     "StoreClosedError",
     "StoreConnectionError",
+    "StoreLocation",
     "StoreTimeoutError",
     "TrainingMemoryError",
     "__version__",
@@ -104,6 +106,7 @@ if TYPE_CHECKING:
     from .evaluate import evaluate, plot_per_language, report_markdown
     from .finetune import FinetuneConfig, FinetuneResult, finetune
     from .kb import KBRecord, QueryRecord, load_kb, load_queries
+    from .location import StoreLocation
     from .retriever import MultilingualRetriever
     from .store import AddResult, ChromaStore, Hit
 

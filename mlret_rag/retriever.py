@@ -10,10 +10,16 @@ thresholds tuned for other models.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._identity import recorded_model
+from .location import StoreLocation
 from .store import DEFAULT_COLLECTION, ChromaStore, Hit, read_collection_info
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .location import LocationKeywords
 
 __all__ = ["MultilingualRetriever", "cap_per_document", "recorded_model"]  # recorded_model: see _identity
 
@@ -34,47 +40,32 @@ class MultilingualRetriever:
         cls,
         model: str | os.PathLike[str] | None = None,
         *,
-        path: str | os.PathLike[str] | None = None,
-        host: str | None = None,
-        port: int | None = None,
+        location: StoreLocation | None = None,
         collection: str = DEFAULT_COLLECTION,
-        auth_token: str | None = None,
         show_progress_bar: bool = True,
         create: bool = True,
         backend: str | None = None,
-        timeout: float | None = None,
+        **shorthand: Unpack[LocationKeywords],
     ) -> MultilingualRetriever:
         """Open a store and its encoder in one call.
 
+        ``location`` is where the database is (a :class:`~mlret_rag.StoreLocation`; default the embedded
+        default database), or give its fields as keywords (``path=``, ``host=``, ``port=``, ``client=``,
+        ``auth_token=``, ``timeout=``, ...; see :class:`~mlret_rag.store.ChromaStore`).
         With ``model=None`` the model recorded in an existing collection is used when it can be loaded
         here (its local folder still exists, or it is the bundled model); otherwise the bundled model.
         With ``create=False`` a missing collection raises
         :class:`~mlret_rag.store.MissingCollectionError` instead of being created empty.
-        ``backend`` picks the inference engine (see :class:`~mlret_rag.MultilingualEncoder`); ``timeout``
-        bounds each server answer (see :class:`~mlret_rag.store.ChromaStore`).
+        ``backend`` picks the inference engine (see :class:`~mlret_rag.MultilingualEncoder`).
         """
         from .encoder import MultilingualEncoder
 
+        where = StoreLocation.resolve(location, **shorthand)
         if model is None:
-            info = (
-                read_collection_info(
-                    path=path, host=host, port=port, collection=collection, auth_token=auth_token, timeout=timeout
-                )
-                or {}
-            )
-            model = recorded_model(info)
+            model = recorded_model(read_collection_info(where, collection=collection) or {})
         encoder = MultilingualEncoder(model, backend=backend)
-        store = ChromaStore(
-            encoder,
-            path=path,
-            host=host,
-            port=port,
-            collection=collection,
-            auth_token=auth_token,
-            show_progress_bar=show_progress_bar,
-            create=create,
-            timeout=timeout,
-        )
+        store = ChromaStore(encoder, where, collection=collection, show_progress_bar=show_progress_bar,
+                            create=create)
         return cls(store)
 
     def close(self) -> None:

@@ -2,7 +2,8 @@
 
 Embedded by default (``chromadb.PersistentClient`` on ``$MLRET_HOME/db``, i.e. the folder given by
 :func:`mlret_rag.cache.cache_dir` plus ``db``), or a Chroma server (``chromadb.HttpClient``) when
-``host`` is given. Collections use cosine space and record the encoder that filled them in their
+``host`` is given, or a chromadb client of your own; where the store lives is one
+:class:`~mlret_rag.location.StoreLocation` value (``location=``, or its fields as keywords). Collections use cosine space and record the encoder that filled them in their
 metadata (keys ``mlret_encoder``, ``mlret_fingerprint``, ``mlret_dimension``, ``mlret_prompts``,
 ``mlret_model_path`` and, when the encoder has one, ``mlret_backend``); opening one with an encoder of a
 different fingerprint raises :class:`~mlret_rag.errors.EncoderMismatchError`.
@@ -18,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,30 +34,31 @@ from .errors import (
     MissingCollectionError,
     MlretError,
     StoreClosedError,
-    StoreConnectionError,
-    StoreTimeoutError,
 )
 from .kb import RESERVED_METADATA_PREFIX, KBRecord, load_kb, record_source
+from .location import (  # noqa: F401  (DEFAULT_*, default_db_path: importable from here as before)
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    StoreLocation,
+    connection_errors,
+    default_db_path,
+    retrying,
+)
+from .location import one_line as _one_line
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .encoder import MultilingualEncoder
+    from .location import LocationKeywords
 
 DEFAULT_COLLECTION = "mlret"
 DEFAULT_BATCH_SIZE = 256
 HASH_KEY = "mlret_hash"
-# Server mode: seconds to wait for a TCP connection, and for each answer (MLRET_CHROMA_CONNECT_TIMEOUT and
-# MLRET_CHROMA_TIMEOUT override them). chromadb 1.5's HttpClient has no timeout of its own (its httpx
-# session is built with timeout=None), so a frozen server would otherwise hang every call.
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_TIMEOUT = 60.0
-# Reads (get, count, query, heartbeat) are retried this many times after a dropped or refused
-# connection, waiting 0.5 s, 1 s, 2 s ... (at most 4 s) in between; writes, timeouts and the store's
-# own refusals are never retried.
-DEFAULT_RETRIES = 3
 # Embedded mode: seconds a write waits for another process's writer lock before giving up.
 DEFAULT_LOCK_TIMEOUT = 30.0
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,60 +126,46 @@ class VerifyReport:
         return head + (": " + "; ".join(parts) if parts else ", no damage found")
 
 
-def default_db_path() -> Path:
-    """Folder of the default embedded database: ``$MLRET_HOME/db`` (or the user cache dir's ``db``)."""
-    from .cache import cache_dir
-
-    return cache_dir() / "db"
-
-
 class ChromaStore:
     """A Chroma collection of knowledge-base records embedded by ``encoder``.
 
     Args:
         encoder: the :class:`~mlret_rag.MultilingualEncoder` whose document vectors fill the collection.
-        path: folder of an embedded database (default :func:`default_db_path`); not with ``host``.
-        host: host name of a Chroma server; switches to the HTTP client.
-        port: port of the Chroma server (default 8000).
+        location: where the database is, a :class:`~mlret_rag.StoreLocation` (default: the embedded
+            database in :func:`default_db_path`). Its fields are accepted as keywords instead
+            (``path=``, ``host=``, ``port=``, ``ssl=``, ``headers=``, ``auth_token=``, ``tenant=``,
+            ``database=``, ``client=``, ``timeout=``, ``connect_timeout=``, ``retries=``), not both.
         collection: collection name (3-512 characters of ``[a-zA-Z0-9._-]``).
-        auth_token: sent as ``Authorization: Bearer <token>`` to a server.
         batch_size: records encoded and committed per step (default 256, capped below the client's
             maximum batch size); a killed run loses at most one batch.
         show_progress_bar: show a progress bar while adding records.
         create: create the collection when missing; with ``False`` a missing collection is an error.
-        timeout: server mode: seconds to wait for each answer (default ``DEFAULT_TIMEOUT`` or
-            ``$MLRET_CHROMA_TIMEOUT``); a server that does not answer in time raises
-            :class:`~mlret_rag.errors.StoreTimeoutError`.
-        connect_timeout: server mode: seconds to wait for a connection (default 5 or
-            ``$MLRET_CHROMA_CONNECT_TIMEOUT``).
-        retries: server mode: retries of a read after a dropped or refused connection (default 3).
         lock_timeout: embedded mode: seconds a write waits while another process writes to the same
             database, then :class:`~mlret_rag.errors.StoreBusyError` names that process (default 30).
+
+    Attributes:
+        store_location: the :class:`~mlret_rag.StoreLocation` value.
+        location: the same as a string for messages (``embedded:<path>``, ``host:port``, ``client:...``).
 
     Raises:
         StoreConnectionError: the server does not answer (message names host:port).
         EncoderMismatchError: the collection was filled by a different encoder or uses another metric.
+        ValueError: an invalid location (see :class:`~mlret_rag.StoreLocation`) or argument.
     """
 
     def __init__(
         self,
         encoder: MultilingualEncoder,
+        location: StoreLocation | None = None,
         *,
-        path: str | os.PathLike[str] | None = None,
-        host: str | None = None,
-        port: int | None = None,
         collection: str = DEFAULT_COLLECTION,
-        auth_token: str | None = None,
         batch_size: int | None = None,
         show_progress_bar: bool = True,
         create: bool = True,
-        timeout: float | None = None,
-        connect_timeout: float | None = None,
-        retries: int = DEFAULT_RETRIES,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        **shorthand: Unpack[LocationKeywords],
     ) -> None:
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+        where = StoreLocation.resolve(location, **shorthand)
         if not isinstance(lock_timeout, (int, float)) or isinstance(lock_timeout, bool) or lock_timeout < 0:
             raise ValueError(f"lock_timeout must be a number of seconds >= 0, got {lock_timeout!r}")
         if batch_size is not None and (
@@ -190,19 +176,21 @@ class ChromaStore:
         self.show_progress_bar = show_progress_bar
         self.collection_name = collection
         self._closed = False
-        self.retries = retries
+        self.store_location = where
+        self.location = where.describe()
+        self.retries = where.retries
+        self._remote = where.remote
+        self._folder = where.folder  # the embedded database's folder (also an injected PersistentClient's)
+        self._owns_client = where.client is None  # close() never closes a client it was given
         self._col: Any = None
         self._created = False  # this store created the collection (dropped again if the first add fails)
-        self._client, self.location = open_client(
-            path=path, host=host, port=port, auth_token=auth_token, timeout=timeout,
-            connect_timeout=connect_timeout, retries=retries,
-        )
-        self.timeout = _timeouts(timeout, connect_timeout)[0] if self._remote else None
+        self._client = where.open_client()
+        self.timeout = where.read_timeout
         self._writer = None
-        if not self._remote:
+        if not self._remote and self._folder is not None:
             from ._writelock import WriterLock
 
-            self._writer = WriterLock(Path(self.location[len("embedded:") :]), timeout=float(lock_timeout))
+            self._writer = WriterLock(self._folder, timeout=float(lock_timeout))
         try:
             with self._guard():
                 limit = int(self._read(self._client.get_max_batch_size))
@@ -257,7 +245,7 @@ class ChromaStore:
         """Run an idempotent call, retried with backoff when a server connection drops or is refused."""
         if not self._remote or self.retries == 0:
             return call()
-        return _retrying(self.retries, self.location)(call)
+        return retrying(self.retries, self.location)(call)
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -268,7 +256,7 @@ class ChromaStore:
             try:
                 yield
             except Exception as exc:
-                full = None if self._remote else disk_full_error(Path(self.location[len("embedded:") :]), exc)
+                full = None if self._folder is None else disk_full_error(self._folder, exc)
                 if full is not None:
                     raise full from exc
                 raise
@@ -277,20 +265,18 @@ class ChromaStore:
         """Release the Chroma client (for an embedded database, its SQLite and index files); idempotent.
 
         Other stores open on the same database keep working: Chroma counts the clients of one database.
+        A client given as ``client=`` is left open: it belongs to the caller.
         """
         if not self._closed:
             self._closed = True
-            _close_client(self._client)
+            if self._owns_client:
+                _close_client(self._client)
 
     def __enter__(self) -> ChromaStore:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    @property
-    def _remote(self) -> bool:
-        return not self.location.startswith("embedded:")
 
     @property
     def info(self) -> dict[str, Any]:
@@ -582,106 +568,14 @@ class ChromaStore:
 
 
 # -------------------------------------------------------------------------------------------------
-def open_client(
-    *,
-    path: str | os.PathLike[str] | None = None,
-    host: str | None = None,
-    port: int | None = None,
-    auth_token: str | None = None,
-    timeout: float | None = None,
-    connect_timeout: float | None = None,
-    retries: int = DEFAULT_RETRIES,
-) -> tuple[Any, str]:
+def open_client(location: StoreLocation | None = None, /, **shorthand: Unpack[LocationKeywords]) -> tuple[Any, str]:
     """A Chroma client and a location string (``embedded:<path>`` or ``host:port``) for messages.
 
-    A server client gets ``timeout`` / ``connect_timeout`` (see :class:`ChromaStore`) on its HTTP session;
-    the server is asked for a heartbeat with those limits first, because chromadb's ``HttpClient``
-    already talks to the server while it is constructed, before any timeout can be set.
+    ``location`` or its fields as keywords, as for :class:`ChromaStore`; see
+    :meth:`StoreLocation.open_client <mlret_rag.StoreLocation.open_client>` for the timeouts and errors.
     """
-    import chromadb
-    from chromadb.config import Settings
-
-    settings = Settings(anonymized_telemetry=False)
-    if host is None:
-        if port is not None or auth_token is not None:
-            raise ValueError("port and auth_token need host (a Chroma server); give --host or drop them")
-        folder = Path(path) if path is not None else default_db_path()
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"database path {folder} is a file, expected a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        return chromadb.PersistentClient(path=str(folder), settings=settings), f"embedded:{folder}"
-    if path is not None:
-        raise ValueError("give either path (embedded database) or host/port (Chroma server), not both")
-    port = 8000 if port is None else port
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    location = f"{host}:{port}"
-    headers = {"Authorization": f"Bearer {auth_token}"} if auth_token else None
-    read_s, connect_s = _timeouts(timeout, connect_timeout)
-    import httpx
-
-    limits = httpx.Timeout(read_s, connect=connect_s)
-    try:
-        with connection_errors(location, remote=True, timeout=read_s):
-            _retrying(retries, location)(_preflight, host, port, headers, limits)
-            client = chromadb.HttpClient(host=host, port=port, headers=headers, settings=settings)
-            session = getattr(getattr(client, "_server", None), "_session", None)
-            if isinstance(session, httpx.Client):
-                session.timeout = limits
-            else:  # a chromadb that builds its session differently: say so rather than hang silently
-                logger.warning("cannot set timeouts on this chromadb's HTTP client; a frozen server may hang")
-            client.heartbeat()
-    except StoreConnectionError:
-        raise
-    except Exception as exc:  # something answered, but not a Chroma server we can talk to
-        detail = " ".join(str(exc).split())[:160]
-        raise StoreConnectionError(f"{location} did not answer as a Chroma server: {detail}") from exc
-    return client, location
-
-
-def _timeouts(timeout: float | None, connect_timeout: float | None) -> tuple[float, float]:
-    """(read, connect) seconds: the arguments, else ``$MLRET_CHROMA_TIMEOUT`` / ``..._CONNECT_TIMEOUT``, else defaults."""
-    out = []
-    for value, env, default, name in (
-        (timeout, "MLRET_CHROMA_TIMEOUT", DEFAULT_TIMEOUT, "timeout"),
-        (connect_timeout, "MLRET_CHROMA_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, "connect_timeout"),
-    ):
-        if value is None and os.environ.get(env):
-            try:
-                value = float(os.environ[env])
-            except ValueError:
-                raise ValueError(f"{env} must be a number of seconds, got {os.environ[env]!r}") from None
-            name = env
-        if value is None:
-            value = default
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-        out.append(float(value))
-    return out[0], out[1]
-
-
-def _preflight(host: str, port: int, headers: Mapping[str, str] | None, limits: Any) -> None:
-    """One heartbeat with timeouts, so that a frozen server fails here instead of hanging the client."""
-    import httpx
-
-    url_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-    httpx.get(f"http://{url_host}:{port}/api/v2/heartbeat", headers=headers, timeout=limits)
-
-
-def _retrying(retries: int, location: str) -> Any:
-    """A tenacity policy: ``retries`` more tries after a transient connection failure, backing off."""
-    import tenacity
-
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(retries + 1),
-        wait=tenacity.wait_exponential(multiplier=0.5, max=4.0),
-        retry=tenacity.retry_if_exception(_transient),
-        before_sleep=lambda state: logger.warning(
-            "Chroma server at %s: %s; retrying (%d of %d)",
-            location, _one_line(state.outcome.exception()), state.attempt_number, retries,
-        ),
-        reraise=True,
-    )
+    where = StoreLocation.resolve(location, **shorthand)
+    return where.open_client(), where.describe()
 
 
 _DISK_FULL = re.compile(r"disk is full|no space left|ENOSPC|code: 13\b|quota exceeded", re.IGNORECASE)
@@ -718,17 +612,6 @@ def _size(n: int) -> str:
     return f"{n:.1f} TiB"
 
 
-def _transient(exc: BaseException) -> bool:
-    """A dropped, reset or refused connection: worth another try. Timeouts and refusals are not."""
-    import httpx
-
-    return isinstance(exc, (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError))
-
-
-def _one_line(exc: BaseException | None) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
-
-
 def _refused(batch: Sequence[KBRecord], exc: BaseException) -> KnowledgeBaseError:
     """The store's refusal of a batch, named by the record it concerns (its file:line when known)."""
     detail = _one_line(exc)
@@ -744,36 +627,6 @@ def _refused(batch: Sequence[KBRecord], exc: BaseException) -> KnowledgeBaseErro
         f"{record_source(first) or repr(first.id)} .. {record_source(last) or repr(last.id)}: Chroma refused a batch of "
         f"{len(batch)} records (ids {first.id!r} .. {last.id!r}): {detail}"
     )
-
-
-@contextlib.contextmanager
-def connection_errors(location: str, *, remote: bool, timeout: float | None = None) -> Iterator[None]:
-    """Re-raise a server client's connection failures as :class:`StoreConnectionError` naming ``location``."""
-    if not remote:
-        yield
-        return
-    import httpx
-    from chromadb.errors import AuthorizationError, ChromaAuthError
-
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
-        limit = f" within {timeout:g}s" if timeout and not isinstance(exc, httpx.ConnectTimeout) else ""
-        raise StoreTimeoutError(
-            f"could not {kind} the Chroma server at {location}{limit} ({type(exc).__name__}); it may be frozen "
-            "or overloaded; raise the limit with --timeout or MLRET_CHROMA_TIMEOUT"
-        ) from exc
-    except httpx.TransportError as exc:
-        raise StoreConnectionError(f"cannot reach the Chroma server at {location}: {exc}") from exc
-    except (AuthorizationError, ChromaAuthError) as exc:
-        raise StoreConnectionError(f"the Chroma server at {location} refused access: {exc}") from exc
-    except ValueError as exc:
-        if "connect" in str(exc).lower():
-            raise StoreConnectionError(
-                f"cannot reach the Chroma server at {location} (is `chroma run --host ... --port ...` running?)"
-            ) from exc
-        raise
 
 
 def encoder_metadata(encoder: MultilingualEncoder) -> dict[str, Any]:
@@ -845,32 +698,31 @@ def _metadata_problems(meta: Mapping[str, Any], wanted: Mapping[str, Any]) -> li
 
 
 def read_collection_info(
+    location: StoreLocation | None = None,
+    /,
     *,
-    path: str | os.PathLike[str] | None = None,
-    host: str | None = None,
-    port: int | None = None,
     collection: str = DEFAULT_COLLECTION,
-    auth_token: str | None = None,
-    timeout: float | None = None,
+    **shorthand: Unpack[LocationKeywords],
 ) -> dict[str, Any] | None:
     """The encoder recorded in a collection, without loading any model (``None`` if it does not exist);
-    ``timeout`` as for :class:`ChromaStore`."""
+    ``location`` or its fields as keywords, as for :class:`ChromaStore`. A missing embedded folder is
+    not created."""
     from chromadb.errors import NotFoundError
 
-    if host is None:
-        folder = Path(path) if path is not None else default_db_path()
-        if not folder.is_dir():
-            return None
-    client, location = open_client(path=path, host=host, port=port, auth_token=auth_token, timeout=timeout)
+    where = StoreLocation.resolve(location, **shorthand)
+    if where.client is None and where.host is None and not where.folder.is_dir():  # type: ignore[union-attr]
+        return None
+    client = where.open_client()
     try:
-        with connection_errors(location, remote=host is not None, timeout=_timeouts(timeout, None)[0]):
+        with connection_errors(where.describe(), remote=where.remote, timeout=where.read_timeout):
             try:
                 col = client.get_collection(collection, embedding_function=None)
             except (NotFoundError, ValueError):
                 return None
         return decode_info(col.metadata or {})
     finally:
-        _close_client(client)
+        if where.client is None:
+            _close_client(client)
 
 
 def _close_client(client: Any) -> None:

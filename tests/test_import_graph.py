@@ -15,7 +15,7 @@ PACKAGE = Path(mlret_rag.__file__).parent
 FLOORS = [
     ("records", {"errors", "kb", "_atomic", "_hashing", "_quiet", "cache", "_writelock", "_callable"}),
     ("encoder/engines", {"bundled", "_identity", "onnx_quantize", "onnx_backend", "engines", "encoder"}),
-    ("store", {"store"}),
+    ("store", {"location", "store"}),
     ("retriever", {"retriever", "documents"}),
     ("finetune/evaluate", {"finetune", "evaluate", "datasets"}),
     ("demo/CLI", {"demo", "cli", "testing", "__init__"}),

@@ -12,7 +12,7 @@ import mlret_rag
 EXPECTED = {
     "AddResult", "BACKENDS", "ChromaStore", "EncoderMismatchError", "FinetuneConfig", "FinetuneResult", "Hit", "KBRecord",
     "KnowledgeBaseError", "MlretError", "MultilingualEncoder", "MultilingualRetriever", "QueryRecord",
-    "StoreConnectionError", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
+    "StoreConnectionError", "StoreLocation", "evaluate", "finetune", "load_documents", "load_kb", "load_queries",
     "plot_per_language", "report_markdown", "sync_documents", "__version__",
     # every exception, from mlret_rag.errors
     "StoreBusyError", "StoreTimeoutError", "DiskFullError", "DocumentError", "TrainingMemoryError",

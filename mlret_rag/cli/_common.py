@@ -1,16 +1,20 @@
-"""Shared pieces of the subcommands: option spellings and turning known errors into one line."""
+"""Shared pieces of the subcommands: option spellings, the store-location options parsed once into a
+:class:`~mlret_rag.StoreLocation`, and turning known errors into one line."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from ..errors import MlretError
+from ..location import StoreLocation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -18,6 +22,101 @@ F = TypeVar("F", bound=Callable[..., Any])
 MODEL_HELP = "Model name, local folder, or nothing for the bundled multilingual-e5-small."
 QUIET_HELP = "Hide progress bars."
 BACKEND_HELP = "Inference engine: torch, onnx or onnx-int8 (default: onnx when onnxruntime is installed)."
+DB_HELP = "Embedded Chroma folder (default: $MLRET_HOME/db). Not with --host."
+HOST_HELP = "Chroma server host (use with --port) instead of an embedded folder."
+PORT_HELP = "Chroma server port (default 8000)."
+SSL_HELP = "Talk https to the Chroma server (--host)."
+HEADER_HELP = "Extra HTTP header sent to the Chroma server, KEY=VALUE (repeatable)."
+TENANT_HELP = "Chroma tenant (default: Chroma's default_tenant)."
+DATABASE_HELP = "Chroma database within the tenant (default: default_database)."
+TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
+TIMEOUT_HELP = "Server mode: seconds to wait for each answer of the Chroma server (default 60)."
+
+# The options that make up a store location: parameter name -> (type, option). Every subcommand that
+# opens a store gets them from @location_options and receives one StoreLocation.
+LOCATION_OPTIONS: dict[str, Any] = {
+    "db": Annotated[Path | None, typer.Option("--db", help=DB_HELP)],
+    "host": Annotated[str | None, typer.Option("--host", help=HOST_HELP)],
+    "port": Annotated[int | None, typer.Option("--port", help=PORT_HELP)],
+    "ssl": Annotated[bool, typer.Option("--ssl", help=SSL_HELP)],
+    "header": Annotated[list[str] | None, typer.Option("--header", help=HEADER_HELP)],
+    "tenant": Annotated[str | None, typer.Option("--tenant", help=TENANT_HELP)],
+    "database": Annotated[str | None, typer.Option("--database", help=DATABASE_HELP)],
+    "auth_token": Annotated[str | None, typer.Option("--auth-token", envvar="MLRET_CHROMA_TOKEN", help=TOKEN_HELP)],
+    "timeout": Annotated[float | None, typer.Option("--timeout", envvar="MLRET_CHROMA_TIMEOUT", min=0.001,
+                                                    help=TIMEOUT_HELP)],
+}
+FROM_OPTIONS: Any = None  # the default of a subcommand's ``location`` parameter: @location_options fills it
+
+
+def location_options(func: F) -> F:
+    """Give a subcommand the store-location options (:data:`LOCATION_OPTIONS`, in place of its
+    ``location`` parameter); it is called with them parsed once into ``location: StoreLocation``."""
+    signature = inspect.signature(func, eval_str=True)
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        if param.name != "location":
+            params.append(param)
+            continue
+        params += [inspect.Parameter(name, param.kind, annotation=kind, default=False if name == "ssl" else None)
+                   for name, kind in LOCATION_OPTIONS.items()]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, None) for name in LOCATION_OPTIONS}
+        return func(*args, location=parse_location(**values), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_location(
+    *,
+    db: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    ssl: bool | None = False,
+    header: list[str] | None = None,
+    tenant: str | None = None,
+    database: str | None = None,
+    auth_token: str | None = None,
+    timeout: float | None = None,
+) -> StoreLocation:
+    """The :class:`StoreLocation` the location options give (``--header KEY=VALUE``, repeatable)."""
+    if db is not None and host is not None:
+        raise MlretError("give either --db (embedded folder) or --host/--port (Chroma server), not both")
+    if host is None:
+        alone = [opt for opt, given in (("--port", port is not None), ("--ssl", bool(ssl)), ("--header", bool(header)))
+                 if given]
+        if alone:
+            raise MlretError(f"{', '.join(alone)} need{'s' if len(alone) == 1 else ''} --host")
+    headers: dict[str, str] = {}
+    for item in header or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise MlretError(f"--header must look like KEY=VALUE, got {item!r}")
+        if name.strip().lower() in {n.lower() for n in headers}:
+            raise MlretError(f"--header {name.strip()} is given twice")
+        headers[name.strip()] = value
+    return StoreLocation(path=db, host=host, port=port, ssl=bool(ssl), headers=headers, auth_token=auth_token,
+                         tenant=tenant, database=database, timeout=timeout)
+
+
+def location_args(location: StoreLocation) -> list[str]:
+    """The options that give ``location`` again (the inverse of :func:`parse_location`), e.g. for the
+    worker processes of ``mlret index --workers``."""
+    out = ["--db", str(location.path)] if location.path is not None else []
+    if location.host is not None:
+        out += ["--host", location.host, "--port", str(location.port)]
+    out += ["--ssl"] if location.ssl else []
+    for name, value in location.headers.items():
+        out += ["--header", f"{name}={value}"]
+    for option, value in (("--tenant", location.tenant), ("--database", location.database),
+                          ("--auth-token", location.auth_token), ("--timeout", location.timeout)):
+        if value is not None:
+            out += [option, str(value)]
+    return out
 
 
 def one_line_errors(func: F) -> F:

@@ -4,31 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import MlretError
+from ..location import StoreLocation  # read at run time by @location_options
 from . import app
-from ._common import BACKEND_HELP, one_line_errors
-from .store_commands import (
-    COLLECTION_HELP,
-    DB_HELP,
-    HOST_HELP,
-    PORT_HELP,
-    TOKEN_OPTION,
-    _library_errors,
-    _where,
-)
+from ._common import BACKEND_HELP, FROM_OPTIONS, location_options, one_line_errors
+from .store_commands import COLLECTION_HELP, _library_errors
 
 
 @app.command("check")
 @one_line_errors
+@location_options
 def check_command(
-    db: Annotated[Path | None, typer.Option("--db", help=DB_HELP)] = None,
-    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
-    port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
+    location: StoreLocation = FROM_OPTIONS,
     collection: Annotated[str, typer.Option("--collection", help=COLLECTION_HELP)] = "mlret",
     repair: Annotated[bool, typer.Option("--repair", help="Re-encode and rewrite damaged records.")] = False,
     quick: Annotated[bool, typer.Option(
@@ -37,7 +28,6 @@ def check_command(
     model: Annotated[str | None, typer.Option(
         "--model", help="Model for --repair; default: the one that indexed the collection.")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
-    auth_token: Annotated[str | None, TOKEN_OPTION] = None,
 ) -> None:
     """Check that every stored record has its vector and hash and the encoder metadata is intact.
 
@@ -46,14 +36,13 @@ def check_command(
     from ..encoder import MultilingualEncoder
     from ..store import ChromaStore, read_collection_info
 
-    where = _where(db, host, port)
-    if db is not None and not db.is_dir():
-        raise MlretError(f"no database at {db}")
+    if location.path is not None and not location.path.is_dir():
+        raise MlretError(f"no database at {location.path}")
     with _library_errors():
         if model is None:
-            model = recorded_model(read_collection_info(collection=collection, auth_token=auth_token, **where) or {})
-        store = ChromaStore(MultilingualEncoder(model, backend=backend), collection=collection,
-                            auth_token=auth_token, show_progress_bar=False, create=False, **where)
+            model = recorded_model(read_collection_info(location, collection=collection) or {})
+        store = ChromaStore(MultilingualEncoder(model, backend=backend), location, collection=collection,
+                            show_progress_bar=False, create=False)
         with store:
             report = store.verify(full=not quick)
             fixed = 0

@@ -12,12 +12,18 @@ from typing import Annotated
 import typer
 
 from ..errors import MlretError
+from ..location import StoreLocation  # read at run time by @location_options
 from . import app
-from ._common import BACKEND_HELP, MODEL_HELP, QUIET_HELP, one_line_errors
+from ._common import (
+    BACKEND_HELP,
+    FROM_OPTIONS,
+    MODEL_HELP,
+    QUIET_HELP,
+    location_args,
+    location_options,
+    one_line_errors,
+)
 
-DB_HELP = "Embedded Chroma folder (default: $MLRET_HOME/db). Not with --host."
-HOST_HELP = "Chroma server host (use with --port) instead of an embedded folder."
-PORT_HELP = "Chroma server port (default 8000)."
 COLLECTION_HELP = "Collection name."
 BATCH_HELP = "Records encoded and committed per step."
 PRUNE_HELP = ("Also delete stored records whose ids are not in the file (--kb), or the chunks of documents "
@@ -28,11 +34,6 @@ EXCLUDE_HELP = "With --docs: leave out files matching this glob (path or name; r
 CHUNK_HELP = "Most encoder tokens per chunk (documents, and long records with --chunk-long)."
 OVERLAP_HELP = "Most tokens of whole sentences a chunk repeats from the one before it (default: chunk tokens / 8)."
 CHUNK_LONG_HELP = "With --kb: split records longer than the encoder's window into chunks <id>#<n>."
-TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
-
-TOKEN_OPTION = typer.Option("--auth-token", envvar="MLRET_CHROMA_TOKEN", help=TOKEN_HELP)
-TIMEOUT_HELP = "Server mode: seconds to wait for each answer of the Chroma server (default 60)."
-TIMEOUT_OPTION = typer.Option("--timeout", envvar="MLRET_CHROMA_TIMEOUT", min=0.001, help=TIMEOUT_HELP)
 LOCK_TIMEOUT_HELP = "Embedded mode: seconds to wait while another process writes to the same --db (default 30)."
 WORKERS_HELP = ("With --kb and --host: index from this many processes at once, each a shard of the ids "
                 "(the end state is the same as one process; re-run after a failure).")
@@ -54,22 +55,13 @@ def _library_errors() -> Iterator[None]:
         raise MlretError(str(exc)) from None
 
 
-def _where(db: Path | None, host: str | None, port: int | None) -> dict:
-    if db is not None and host is not None:
-        raise MlretError("give either --db (embedded folder) or --host/--port (Chroma server), not both")
-    if port is not None and host is None:
-        raise MlretError("--port needs --host")
-    return {"path": db, "host": host, "port": port}
-
-
 @app.command("index")
 @one_line_errors
+@location_options
 def index_command(
     kb: Annotated[Path | None, typer.Option("--kb", help="Knowledge base: .jsonl or .csv file.")] = None,
     docs: Annotated[Path | None, typer.Option("--docs", help=DOCS_HELP)] = None,
-    db: Annotated[Path | None, typer.Option("--db", help=DB_HELP)] = None,
-    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
-    port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
+    location: StoreLocation = FROM_OPTIONS,
     collection: Annotated[str, typer.Option("--collection", help=COLLECTION_HELP)] = "mlret",
     model: Annotated[str | None, typer.Option("--model", help=MODEL_HELP)] = None,
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
@@ -80,8 +72,6 @@ def index_command(
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help=CHUNK_HELP)] = 256,
     overlap_tokens: Annotated[int | None, typer.Option("--overlap-tokens", help=OVERLAP_HELP)] = None,
     chunk_long: Annotated[bool, typer.Option("--chunk-long", help=CHUNK_LONG_HELP)] = False,
-    auth_token: Annotated[str | None, TOKEN_OPTION] = None,
-    timeout: Annotated[float | None, TIMEOUT_OPTION] = None,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", min=0, help=LOCK_TIMEOUT_HELP)] = 30.0,
     workers: Annotated[int, typer.Option("--workers", min=1, help=WORKERS_HELP)] = 1,
     shard: Annotated[str | None, typer.Option("--shard", help=SHARD_HELP)] = None,
@@ -99,30 +89,21 @@ def index_command(
         raise MlretError("--include/--exclude select documents; use them with --docs, not --kb")
     if docs is not None and chunk_long:
         raise MlretError("--chunk-long splits long --kb records; documents are always chunked")
-    where = _where(db, host, port)
-    part = _check_scale_out(workers, shard, kb=kb, host=host, prune=prune)
+    part = _check_scale_out(workers, shard, kb=kb, host=location.host, prune=prune)
     records = load_kb(kb) if kb is not None else None  # validated in full before anything is written
     if workers > 1:
-        assert kb is not None and host is not None
+        assert kb is not None and location.host is not None
         given = {"--model": model, "--backend": backend, "--batch-size": batch_size, "--chunk-tokens": chunk_tokens,
-                 "--overlap-tokens": overlap_tokens, "--auth-token": auth_token, "--timeout": timeout}
-        _run_workers(workers, ["--kb", str(kb), "--host", host, "--port", str(port or 8000), "--collection", collection,
+                 "--overlap-tokens": overlap_tokens}
+        _run_workers(workers, ["--kb", str(kb), *location_args(location), "--collection", collection,
                                *(x for k, v in given.items() if v is not None for x in (k, str(v))),
                                *(["--chunk-long"] if chunk_long else [])], kb=kb, quiet=quiet)
     if docs is not None and not docs.exists():
         raise FileNotFoundError(f"{docs}: no such file or folder")
     with _library_errors():
         encoder = MultilingualEncoder(model, backend=backend)
-        store = ChromaStore(
-            encoder,
-            collection=collection,
-            auth_token=auth_token,
-            batch_size=batch_size,
-            show_progress_bar=not quiet,
-            timeout=timeout,
-            lock_timeout=lock_timeout,
-            **where,
-        )
+        store = ChromaStore(encoder, location, collection=collection, batch_size=batch_size,
+                            show_progress_bar=not quiet, lock_timeout=lock_timeout)
         if docs is not None:
             _index_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,
                              overlap_tokens=overlap_tokens, prune=prune)
@@ -258,11 +239,10 @@ def _index_documents(store: object, docs: Path, *, include: list[str] | None, ex
 
 @app.command("query")
 @one_line_errors
+@location_options
 def query_command(
     text: Annotated[str, typer.Argument(help="The question, in any language.")],
-    db: Annotated[Path | None, typer.Option("--db", help=DB_HELP)] = None,
-    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
-    port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
+    location: StoreLocation = FROM_OPTIONS,
     collection: Annotated[str, typer.Option("--collection", help=COLLECTION_HELP)] = "mlret",
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="Number of hits.")] = 5,
     per_document: Annotated[int | None, typer.Option(
@@ -275,28 +255,18 @@ def query_command(
         ),
     ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help=BACKEND_HELP)] = None,
-    auth_token: Annotated[str | None, TOKEN_OPTION] = None,
-    timeout: Annotated[float | None, TIMEOUT_OPTION] = None,
 ) -> None:
     """Retrieve the best knowledge-base entries for a question (score = cosine similarity)."""
     from ..retriever import MultilingualRetriever
 
-    where = _where(db, host, port)
+    db = location.path
     if db is not None and not db.is_dir():
         raise MlretError(
             f"no database at {db}; index a knowledge base first (mlret index --kb FILE --db {db})"
         )
     with _library_errors():
-        retriever = MultilingualRetriever.open(
-            model,
-            collection=collection,
-            auth_token=auth_token,
-            show_progress_bar=False,
-            create=False,
-            backend=backend,
-            timeout=timeout,
-            **where,
-        )
+        retriever = MultilingualRetriever.open(model, location=location, collection=collection,
+                                               show_progress_bar=False, create=False, backend=backend)
         hits = retriever.retrieve(text, k=k, per_document=per_document)
     if as_json:
         payload = {

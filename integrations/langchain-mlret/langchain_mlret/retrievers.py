@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -10,11 +11,13 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, field_validator
 
+from mlret_rag.location import StoreLocation
 from mlret_rag.retriever import MultilingualRetriever
 from mlret_rag.store import ChromaStore, Hit
 
-# Keywords that open a collection (``MultilingualRetriever.open``) instead of taking ``retriever=``.
-OPEN_KEYWORDS = ("model", "path", "host", "port", "collection", "auth_token", "backend", "create",
+# Keywords that open a collection (``MultilingualRetriever.open``) instead of taking ``retriever=``:
+# ``location=`` or its fields (path, host, port, ssl, headers, auth_token, tenant, database, client, ...).
+OPEN_KEYWORDS = ("model", "location", *(f.name for f in fields(StoreLocation)), "collection", "backend", "create",
                  "show_progress_bar")
 
 
@@ -32,9 +35,13 @@ class MLRetRetriever(BaseRetriever):
 
     Args:
         retriever: a core ``MultilingualRetriever``, or a ``ChromaStore`` to search.
-        model, path, host, port, collection, auth_token, backend, create, show_progress_bar: instead of
-            ``retriever``, open a collection built by mlret-rag (e.g. ``mlret index``) with
-            ``MultilingualRetriever.open`` (``model=None``: the model the collection records).
+        location: instead of ``retriever``, where a collection built by mlret-rag (e.g. ``mlret index``)
+            is: a ``mlret_rag.StoreLocation``; it is opened with ``MultilingualRetriever.open``.
+        path, host, port, ssl, headers, auth_token, tenant, database, client, timeout: the fields of
+            ``location`` as keywords, the way langchain-chroma takes them (``client=``: an existing
+            chromadb client, used as is and left open).
+        model, collection, backend, create, show_progress_bar: for opening a collection
+            (``model=None``: the model the collection records).
         k: number of documents to return (also accepted by ``invoke(query, k=...)``).
         where: a Chroma metadata filter on ``label``, ``lang`` or the records' metadata
             (also accepted by ``invoke``).
@@ -48,6 +55,9 @@ class MLRetRetriever(BaseRetriever):
 
             retriever = MLRetRetriever(path="kb-db", collection="mlret", k=3)
             docs = retriever.invoke("Wo ist meine Bestellung?")
+
+            # or a chromadb client you already have (langchain-chroma's ``client=``)
+            retriever = MLRetRetriever(client=chromadb.HttpClient(host="chroma"), collection="mlret")
     """
 
     retriever: MultilingualRetriever
@@ -58,11 +68,11 @@ class MLRetRetriever(BaseRetriever):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     def __init__(self, retriever: MultilingualRetriever | ChromaStore | None = None, **kwargs: Any) -> None:
-        location = {key: kwargs.pop(key) for key in OPEN_KEYWORDS if key in kwargs}
-        if location:
+        opening = {key: kwargs.pop(key) for key in OPEN_KEYWORDS if key in kwargs}
+        if opening:
             if retriever is not None:
-                raise ValueError(f"give either retriever= or {'=/'.join(location)}=, not both")
-            retriever = MultilingualRetriever.open(location.pop("model", None), **location)
+                raise ValueError(f"give either retriever= or {'=/'.join(opening)}=, not both")
+            retriever = MultilingualRetriever.open(opening.pop("model", None), **opening)
         if retriever is not None:
             kwargs["retriever"] = retriever
         super().__init__(**kwargs)

@@ -87,3 +87,28 @@ def test_open_is_a_deprecated_alias(kb_db) -> None:
         assert len(opened.invoke("refund")) == 1 and opened.k == 1
     finally:
         opened.retriever.close()
+
+
+def test_an_existing_chromadb_client_or_a_location_opens_a_collection(kb_db, core_retriever) -> None:
+    import chromadb
+
+    from mlret_rag import StoreLocation
+
+    query = "Wie setze ich mein Passwort zurück?"
+    expected = [h.id for h in core_retriever.retrieve(query, k=2)]
+    client = chromadb.PersistentClient(path=str(kb_db))  # as langchain-chroma's Chroma(client=...)
+    try:
+        opened = MLRetRetriever(client=client, collection="kw-test", k=2, create=False)
+        assert [d.id for d in opened.invoke(query)] == expected
+        assert opened.retriever.store.location == f"client:{kb_db}"
+        opened.retriever.close()
+        assert client.get_collection("kw-test").count() == 6  # the caller's client stays open
+    finally:
+        client.close()
+    by_value = MLRetRetriever(location=StoreLocation(path=kb_db), collection="kw-test", k=2, create=False)
+    try:
+        assert [d.id for d in by_value.invoke(query)] == expected
+    finally:
+        by_value.retriever.close()
+    with pytest.raises(ValueError, match="either retriever= or client="):
+        MLRetRetriever(retriever=core_retriever, client=object())

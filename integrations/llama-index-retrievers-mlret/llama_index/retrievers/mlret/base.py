@@ -11,6 +11,7 @@ from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import MetadataFilters
 from llama_index.retrievers.mlret.filters import to_chroma_where
 
+from mlret_rag.location import StoreLocation
 from mlret_rag.retriever import MultilingualRetriever
 from mlret_rag.store import ChromaStore, Hit
 
@@ -62,13 +63,17 @@ class MLRetRetriever(BaseRetriever):
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     @classmethod
-    def from_defaults(cls, model: str | None = None, *, similarity_top_k: int = 5,
-                      filters: MetadataFilters | None = None, per_document: int | None = None,
-                      **open_kwargs: Any) -> MLRetRetriever:
-        """Open a collection built by mlret-rag (e.g. ``mlret index``): ``open_kwargs`` go to
-        ``MultilingualRetriever.open`` (``path``, ``host``, ``port``, ``collection``, ...)."""
-        return cls(MultilingualRetriever.open(model, **open_kwargs), similarity_top_k=similarity_top_k,
-                   filters=filters, per_document=per_document)
+    def from_defaults(cls, model: str | None = None, *, location: StoreLocation | None = None,
+                      similarity_top_k: int = 5, filters: MetadataFilters | None = None,
+                      per_document: int | None = None, **open_kwargs: Any) -> MLRetRetriever:
+        """Open a collection built by mlret-rag (e.g. ``mlret index``) with ``MultilingualRetriever.open``.
+
+        ``location`` is where it is (a ``mlret_rag.StoreLocation``), or give its fields as keywords:
+        ``path=``, ``host=``/``port=``/``ssl=``/``headers=``/``auth_token=``, or ``client=`` (an existing
+        chromadb client, used as is and left open). The other ``open_kwargs`` (``collection``, ``backend``,
+        ``create``, ...) go to ``MultilingualRetriever.open`` too."""
+        return cls(MultilingualRetriever.open(model, location=location, **open_kwargs),
+                   similarity_top_k=similarity_top_k, filters=filters, per_document=per_document)
 
     @property
     def core(self) -> MultilingualRetriever:
