@@ -7,6 +7,7 @@ Imports are read from the source (also those inside functions), so a lazy import
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import mlret_rag
@@ -86,7 +87,7 @@ def test_no_test_or_benchmark_reaches_a_private_name():
     """Tests and benchmarks go through public names: no ``mlret_rag._x`` module, no ``obj._attr`` of ours."""
     root = PACKAGE.parent
     found = []
-    for path in [*root.glob("tests/*.py"), *root.glob("benchmarks/*.py"), *root.glob("integrations/*/tests/*.py")]:
+    for path in [*root.glob("tests/*.py"), *root.glob("benchmarks/*.py"), *root.glob("integrations/*/tests/**/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             where = f"{path.relative_to(root)}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mlret_rag"):
@@ -97,3 +98,13 @@ def test_no_test_or_benchmark_reaches_a_private_name():
                   and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "os", "sys"))):
                 found.append(f"{where} .{node.attr}")
     assert found == []
+
+
+def test_the_readme_layout_names_every_module():
+    """README's layout section matches the tree: every module of the package is named there."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Development"):]
+    layout = layout[: layout.index("integrations/")]
+    modules = {p.stem for p in PACKAGE.rglob("*.py") if p.stem not in ("__init__", "__main__")}
+    missing = sorted(m for m in modules if not re.search(rf"(?<![\w/]){re.escape(m)}(\.py)?\b", layout))
+    assert missing == []
