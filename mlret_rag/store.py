@@ -176,6 +176,7 @@ class ChromaStore:
         self.show_progress_bar = show_progress_bar
         self.collection_name = collection
         self._closed = False
+        self._closed_because = ""
         self.store_location = where
         self.location = where.describe()
         self.retries = where.retries
@@ -251,13 +252,18 @@ class ChromaStore:
     def _guard(self) -> Iterator[None]:
         """Turn transport failures of a server client into :class:`StoreConnectionError`."""
         if self._closed:
-            raise StoreClosedError(f"this store ({self.location}, collection {self.collection_name!r}) is closed")
+            raise StoreClosedError(f"this store ({self.location}, collection {self.collection_name!r}) is closed"
+                                   + self._closed_because)
         with connection_errors(self.location, remote=self._remote, timeout=getattr(self, "timeout", None)):
             try:
                 yield
             except Exception as exc:
                 full = None if self._folder is None else disk_full_error(self._folder, exc)
                 if full is not None:
+                    # Chroma's failed write keeps its SQLite transaction open in this process, so the next
+                    # write on this database would wait for it for good: release the client now.
+                    self.close()
+                    self._closed_because = " (after the disk filled up: open a new store once space is freed)"
                     raise full from exc
                 raise
 

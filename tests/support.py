@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,31 +87,63 @@ def pdf_bytes(pages: list[str | None]) -> bytes:
     return out
 
 
-def kill_after_progress(proc: subprocess.Popen, pattern: bytes, at_least: int, timeout: float = 150) -> str:
-    """SIGKILL ``proc`` once its stderr shows a tqdm count (``pattern``'s group) of at least ``at_least``.
+class EncoderFailingAt:
+    """The real encoder, except that its ``encode_documents`` call number ``fail_on`` raises ``error`` (an
+    injected crash at a chosen batch; ``fail_on=None``: never). ``texts`` lists what each call was given."""
 
-    tqdm counts a batch once it is committed, so the kill lands after that many committed batches.
-    Returns the stderr seen (for assertion messages); the process is always reaped.
+    def __init__(self, inner, fail_on: int | None = None, error: BaseException | None = None) -> None:
+        self._inner, self._fail_on, self._error = inner, fail_on, error or RuntimeError("injected crash")
+        self.texts: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def encode_documents(self, texts, *args, **kwargs):
+        self.texts.append(list(texts))
+        if len(self.texts) == self._fail_on:
+            raise self._error
+        return self._inner.encode_documents(texts, *args, **kwargs)
+
+    @property
+    def encoded(self) -> list[str]:
+        """Every text given to the encoder, including the batch of the failing call."""
+        return [t for call in self.texts for t in call]
+
+
+def kill_when_committed(proc: subprocess.Popen, committed: Callable[[], int], *, at_least: int, total: int,
+                        log: Path | None = None, deadline: float = 300.0, every: float = 0.02) -> int:
+    """SIGKILL ``proc`` as soon as ``committed()`` (records this process reads from the database) is at least
+    ``at_least`` and still below ``total``; returns that count.
+
+    The kill follows what the database holds, not timing or progress text. ``deadline`` only bounds the test:
+    passing it, ``proc`` finishing before the kill, or everything committed before a poll saw it fails the
+    test (make the work longer). The process is always reaped; ``log`` (its output) is quoted on failure.
     """
-    seen = bytearray()
+    def output() -> str:
+        return log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
 
-    def read() -> None:
-        while chunk := os.read(proc.stderr.fileno(), 4096):
-            seen.extend(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
+    end = time.monotonic() + deadline
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            done = [int(m) for m in re.findall(pattern, bytes(seen))]
-            if done and max(done) >= at_least:
+        while True:
+            done = committed()
+            if done >= total:
+                raise AssertionError(f"all {total} records were committed before a poll saw a partial state "
+                                     f"(make the work longer):\n{output()}")
+            if done >= at_least:
                 proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
+                proc.wait()
+                if proc.returncode != -signal.SIGKILL:  # it exited by itself between the poll and the kill
+                    raise AssertionError(f"the process exited with {proc.returncode} before the kill:\n{output()}")
+                return done
+            if proc.poll() is not None:
+                raise AssertionError(f"the process exited with {proc.returncode} after {done} of {total} records "
+                                     f"were committed, before the kill:\n{output()}")
+            if time.monotonic() > end:
+                raise AssertionError(f"no {at_least} records committed within {deadline:.0f}s "
+                                     f"({done} of {total}):\n{output()}")
+            time.sleep(every)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        reader.join(5)
-    return bytes(seen).decode(errors="replace")[-2000:]
+

@@ -6,13 +6,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from support import kill_after_progress
+from support import cosines, kill_when_committed
 from typer.testing import CliRunner
 
 from mlret_rag import ChromaStore, MultilingualRetriever, load_documents, sync_documents
@@ -169,27 +169,46 @@ def test_sync_interrupted_at_any_step_converges(make_store, folder, encoder, cra
         assert result.unchanged > 0  # what the crashed run committed is not encoded again
 
 
-def test_killed_cli_sync_converges(make_store, folder, tmp_path):
-    """SIGKILL ``mlret index --docs`` once it has committed batches; the next run ends as a fresh index."""
+def test_killed_cli_sync_converges(make_store, folder, tmp_path, encoder):
+    """SIGKILL ``mlret index --docs`` once the database holds at least one committed batch of changed chunks
+    (read from this process) and not all of them; the next run encodes only the rest and ends as a fresh index."""
+    n = 150
     write(folder, {f"faq/{i:03d}.md": f"# Question {i}\n\nHow do I change setting {i} of order {i * 7}? "
-                   f"Open settings, pick entry {i} and save." for i in range(150)})
+                   f"Open settings, pick entry {i} and save." for i in range(n)})
     db = tmp_path / "db"
-    sync_documents(make_store(), folder, **OPTIONS)
-    for i in range(150):  # every document changes
-        (folder / f"faq/{i:03d}.md").write_text(f"# Question {i}\n\nSetting {i} now lives under Profile.",
-                                               encoding="utf-8")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlret")), "index", "--docs", str(folder), "--db", str(db),
-         "--collection", "docs", "--batch-size", "2", "--chunk-tokens", "32", "--overlap-tokens", "0", "--prune"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    seen = kill_after_progress(proc, rb"\| *(\d+)/\d+", 10)
-    assert proc.returncode == -signal.SIGKILL, seen
+    with make_store() as first:  # closed before the CLI writes: a client kept open would not see its vectors
+        total = sync_documents(first, folder, **OPTIONS).chunks
+    new_text = "now lives under Profile."
+    for i in range(n):  # every FAQ document changes (one chunk each)
+        (folder / f"faq/{i:03d}.md").write_text(f"# Question {i}\n\nSetting {i} {new_text}", encoding="utf-8")
+    faq_ids = [f"faq/{i:03d}.md#0" for i in range(n)]
+    log = tmp_path / "killed.log"
+    with make_store() as poller, log.open("wb") as out:
+        assert poller.count() == total
+
+        def replaced() -> int:
+            return sum(new_text in r.text for r in poller.get(faq_ids))
+
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlret")), "index", "--docs", str(folder), "--db", str(db),
+             "--collection", "docs", "--batch-size", "2", "--chunk-tokens", "32", "--overlap-tokens", "0", "--prune",
+             "--quiet"],
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"},
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        kill_when_committed(proc, replaced, at_least=2, total=n, log=log)
+    with make_store() as after_kill:
+        done = sum(new_text in r.text for r in after_kill.get(faq_ids))
+    assert 2 <= done < n
     store = make_store()
     result = sync_documents(store, folder, prune=True, **OPTIONS)
-    assert 10 <= result.unchanged < result.chunks
+    assert (result.encoded, result.unchanged) == (n - done, total - n + done)  # committed chunks are not redone
     assert snapshot(store) == fresh_index(make_store, folder, "fresh")
+    report = store.verify()
+    assert report.ok and report.checked == total, report.summary()
+    got = store.collection.get(ids=faq_ids, include=["embeddings", "documents"])
+    assert cosines(np.asarray(got["embeddings"], dtype=np.float32),
+                   encoder.encode_documents(got["documents"])).min() > 0.9999  # vectors of the new texts
 
 
 def test_per_document_caps_hits_and_hits_carry_sources(make_store, folder):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chroma_server import chroma_server_address, free_port  # noqa: F401  (fixture)
-from support import kill_after_progress
+from support import EncoderFailingAt, cosines, kill_when_committed
+from typer.testing import CliRunner
 
+from mlret_rag.cli import app
 from mlret_rag.errors import EncoderMismatchError, StoreConnectionError
 from mlret_rag.kb import KBRecord, load_kb
 from mlret_rag.store import ChromaStore, MissingCollectionError, default_db_path, open_client
@@ -183,31 +185,85 @@ def test_persistence_across_processes_and_no_chroma_default_model(make_store, ba
     assert store.count() == 5 and store.get(["r5"]) == [RECORDS[4]]
 
 
+def _numbered_records(n: int) -> list[KBRecord]:
+    return [KBRecord(id=f"q{i:03d}", text=f"Support question number {i}: how do I change setting {i} of my account "
+                     f"and order {i * 7}?", label=f"topic-{i % 3}", metadata={"n": i}) for i in range(n)]
+
+
+@pytest.mark.parametrize(("fail_on", "error"), [(1, RuntimeError("injected crash")), (3, KeyboardInterrupt()),
+                                                (5, MemoryError("injected"))], ids=["first", "middle", "last"])
+def test_add_failing_at_a_batch_keeps_the_batches_before_and_resumes(make_store, encoder, fail_on, error):
+    """A crash injected at encoding call ``fail_on`` (batch size 4, 18 records: the 5th batch is the short last
+    one): exactly the batches before it are stored, with their vectors; adding again encodes only the rest."""
+    records, size = _numbered_records(18), 4
+    committed = records[: (fail_on - 1) * size]
+    failing = EncoderFailingAt(encoder, fail_on, error)
+    with make_store(failing, batch_size=size) as broken:
+        with pytest.raises(type(error)):
+            broken.add(records)
+        assert len(failing.texts) == fail_on  # it stopped at the failing batch
+        assert broken.count() == len(committed)
+        assert broken.get([r.id for r in records]) == committed
+        report = broken.verify()
+        assert report.ok and report.checked == len(committed), report.summary()
+        if committed:
+            got = broken.collection.get(ids=[r.id for r in committed], include=["embeddings"])
+            stored = dict(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32)))
+            expected = encoder.encode_documents([r.text for r in committed])
+            assert cosines(np.stack([stored[r.id] for r in committed]), expected).min() > 0.9999
+
+    counting = EncoderFailingAt(encoder)
+    with make_store(counting, batch_size=size) as resumed:
+        result = resumed.add(records)
+        assert (result.added, result.updated, result.unchanged) == (len(records) - len(committed), 0, len(committed))
+        assert counting.encoded == [r.text for r in records[len(committed):]]  # only the missing ones
+        assert resumed.count() == len(records)
+        assert resumed.get([r.id for r in records]) == records
+        report = resumed.verify()
+        assert report.ok and report.checked == len(records), report.summary()
+
+
+def _stored_line(output: str) -> dict[str, int]:
+    """The numbers of `mlret index`'s summary line (encoded, added, updated, unchanged, stored)."""
+    found = re.search(r"encoded (\d+) \(added (\d+), updated (\d+)\), unchanged (\d+); (\d+) stored", output)
+    assert found, output[-2000:]
+    return dict(zip(["encoded", "added", "updated", "unchanged", "stored"], map(int, found.groups())))
+
+
 def test_resume_after_killed_indexing(make_store, backend, collection_name, tmp_path):
-    """Kill ``mlret index`` half-way; indexing again ends with exactly the KB and encodes only the rest."""
-    n = 600  # long enough that the kill lands mid-way even on a machine many times faster
+    """SIGKILL `mlret index` once the database holds at least one committed batch (read from this process) and
+    not the whole KB; indexing again ends with exactly the KB, re-encoding only what was not committed."""
+    n, size = 240, 8
     kb = tmp_path / "big.jsonl"
-    kb.write_text("\n".join(json.dumps({"id": f"q{i:03d}", "text": f"Support question number {i}: how do I "
-                                        f"change setting {i} of my account and order {i * 7}?"})
-                            for i in range(n)) + "\n")
+    kb.write_text("\n".join(json.dumps(r.__dict__) for r in _numbered_records(n)) + "\n")
+    records = load_kb(kb)
     where = ["--db", str(backend["path"])] if "path" in backend else \
         ["--host", backend["host"], "--port", str(backend["port"])]
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlret")), "index", "--kb", str(kb), "--collection", collection_name,
-         "--batch-size", "4", *where],
-        env=_subprocess_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    seen = kill_after_progress(proc, rb"\| *(\d+)/%d" % n, 24)
-    assert proc.returncode == -signal.SIGKILL, seen
+    command = [str(Path(sys.executable).with_name("mlret")), "index", "--kb", str(kb), "--collection", collection_name,
+               "--batch-size", str(size), "--quiet", *where]
+    log = tmp_path / "killed.log"
+    # The collection exists (empty) before the writer starts. The poller is closed before anything else in this
+    # process touches the database: an embedded Chroma client reads the log of other processes' writes only
+    # when it first opens a collection, so a client kept open across them would see stale vectors.
+    with make_store() as poller, log.open("wb") as out:
+        assert poller.count() == 0
+        proc = subprocess.Popen(command, env=_subprocess_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+        seen = kill_when_committed(proc, poller.count, at_least=size, total=n, log=log)
+    with make_store() as after_kill:
+        stored = after_kill.count()
+        report = after_kill.verify()
+    assert seen <= stored < n and stored % size == 0, (seen, stored)  # whole batches, at least what was seen
+    assert report.ok, report.summary()
 
-    records = load_kb(kb)
-    store = make_store(batch_size=64)
-    stored = store.count()
-    assert 24 <= stored < n
-    result = store.add(records)
-    assert (result.encoded, result.unchanged) == (n - stored, stored)
-    assert store.count() == n
-    assert sorted(store.ids()) == sorted(r.id for r in records)
+    again = subprocess.run(command, env=_subprocess_env(tmp_path), capture_output=True, text=True, timeout=300,
+                           check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _stored_line(again.stdout) == {"encoded": n - stored, "added": n - stored, "updated": 0,
+                                          "unchanged": stored, "stored": n}
+    check = CliRunner().invoke(app, ["check", *where, "--collection", collection_name])
+    assert check.exit_code == 0 and f"checked {n} of {n} records, no damage found" in check.output, check.output
+    with make_store() as final:
+        assert final.get([r.id for r in records]) == records and final.count() == n
     assert not (tmp_path / ".cache" / "chroma").exists()
 
 

@@ -102,27 +102,27 @@ def index_command(
         raise FileNotFoundError(f"{docs}: no such file or folder")
     with _library_errors():
         encoder = MultilingualEncoder(model, backend=backend)
-        store = ChromaStore(encoder, location, collection=collection, batch_size=batch_size,
-                            show_progress_bar=not quiet, lock_timeout=lock_timeout)
-        if docs is not None:
-            _index_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,
-                             overlap_tokens=overlap_tokens, prune=prune)
-            return
-        assert records is not None and kb is not None
-        records = _long_records(records, encoder, chunk_long=chunk_long, chunk_tokens=chunk_tokens,
-                                overlap_tokens=overlap_tokens)
-        if part is not None:
-            records = [r for r in records if shard_of(r.id, part[1]) == part[0]]
-        result = None if workers > 1 else store.add(records)
-        pruned = 0
-        if prune:
-            keep = {r.id for r in records}
-            stale = [i for i in store.ids() if i not in keep]
-            store.delete(stale)
-            pruned = len(stale)
-        total = store.count()
-        # cheap: counts, metadata, vectors; a shard's worker leaves it to the run that started the workers
-        check = None if part else store.verify(ids=[r.id for r in records], full=False)
+        with ChromaStore(encoder, location, collection=collection, batch_size=batch_size,
+                         show_progress_bar=not quiet, lock_timeout=lock_timeout) as store:  # closed even on error
+            if docs is not None:
+                _index_documents(store, docs, include=include, exclude=exclude, chunk_tokens=chunk_tokens,
+                                 overlap_tokens=overlap_tokens, prune=prune)
+                return
+            assert records is not None and kb is not None
+            records = _long_records(records, encoder, chunk_long=chunk_long, chunk_tokens=chunk_tokens,
+                                    overlap_tokens=overlap_tokens)
+            if part is not None:
+                records = [r for r in records if shard_of(r.id, part[1]) == part[0]]
+            result = None if workers > 1 else store.add(records)
+            pruned = 0
+            if prune:
+                keep = {r.id for r in records}
+                stale = [i for i in store.ids() if i not in keep]
+                store.delete(stale)
+                pruned = len(stale)
+            total = store.count()
+            # cheap: counts, metadata, vectors; a shard's worker leaves it to the run that started the workers
+            check = None if part else store.verify(ids=[r.id for r in records], full=False)
     if result is None:
         typer.echo(f"indexed {len(records)} records from {kb} with {workers} workers into {store.location} "
                    f"collection {collection!r}" + (f", pruned {pruned}" if prune else "") + f"; {total} stored")
