@@ -93,3 +93,11 @@ def test_the_card_records_the_options_as_run_and_repeats_the_run(tmp_path):
 
     again = finetune(KB, QUERIES, out=tmp_path / "b", config=card["configuration"])  # a mapping works too
     assert again.config == result.config and again.train_loss == pytest.approx(result.train_loss, rel=1e-6)
+
+
+def test_options_that_do_not_fit_the_inputs_are_refused_before_a_model_loads(tmp_path):
+    with pytest.raises(ValueError, match="similarity='anchor' .* does not combine with unlabelled questions"):
+        finetune(KB, QUERIES, out=tmp_path / "never", similarity="anchor", unlabelled=[{"text": "wetter morgen?"}])
+    with pytest.raises(ValueError, match="give dev_queries .* or dev_share .*, not both"):
+        finetune(KB, QUERIES, out=tmp_path / "never", dev_queries=QUERIES, dev_share=0.2)
+    assert not (tmp_path / "never").exists()

@@ -23,6 +23,10 @@ def descriptions_cover(descriptions: dict[str, str] | None, labels: list[str]) -
     return bool(descriptions) and all(label in descriptions for label in labels)  # type: ignore[operator]
 
 
+ANCHOR_SIMILARITY_WITH_UNLABELLED = ("similarity='anchor' weighs negatives per labelled anchor; "
+                                     "it does not combine with unlabelled questions")
+
+
 class EpochExamples:
     """Each epoch's training examples, drawn anew: similarities once under the base model, hard negatives
     re-mined with the current model every epoch, and every draw seeded with ``[seed, epoch]``."""
@@ -44,8 +48,7 @@ class EpochExamples:
             self._sampler = NegativeSampler(data.index_label_ids, len(data.labels), strategy=self.strategy,
                                             similarity=similarity, temperature=self.temperature)
         if extra and self._per_anchor is not None:
-            raise ValueError("similarity='anchor' weighs negatives per labelled anchor; "
-                             "it does not combine with unlabelled questions")
+            raise ValueError(ANCHOR_SIMILARITY_WITH_UNLABELLED)
         if self.strategy == "hard":
             anchor_vecs = encoder.encode_queries([a.text for a in anchors])
             index_vecs = encoder.encode_documents([r.text for r in data.index])

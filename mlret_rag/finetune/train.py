@@ -25,7 +25,7 @@ from .card import CARD_FILE, write_card
 from .config import FinetuneConfig
 from .data import TrainingData, prepare_training_data
 from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
-from .epochs import EpochExamples, descriptions_cover
+from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
 from .memory import check_training_memory
 from .pseudo_labels import PseudoLabeller, unlabelled_questions
@@ -420,8 +420,8 @@ def pseudo_label_line(report: dict[str, Any]) -> str:
 def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord],
                      c: FinetuneConfig) -> PseudoLabeller:
     """Set up self-training: the dev queries with their correct targets, and the questions to label."""
-    if c.similarity == "anchor":
-        raise ValueError("similarity='anchor' weighs negatives per labelled anchor; it does not combine with unlabelled")
+    if c.similarity == "anchor":  # refused here, before a model loads, with EpochExamples' message
+        raise ValueError(ANCHOR_SIMILARITY_WITH_UNLABELLED)
     if dev is None:
         raise KnowledgeBaseError(
             "unlabelled questions need dev queries to set the pseudo-label threshold on: give dev queries "
