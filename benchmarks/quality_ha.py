@@ -202,7 +202,7 @@ def main() -> None:
             timings[f"{strategy}_train_s"] = round(time.perf_counter() - t, 1)
             reports[strategy] = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries,
                                          name=strategy)
-            cards[strategy] = {"train_loss": result.train_loss, "stats": result.stats, "config": result.config}
+            cards[strategy] = {"train_loss": result.train_loss, "stats": result.stats, "config": result.config.to_dict()}
             print(f"{strategy}: MRR {reports[strategy]['overall']['mrr']:.4f} (train {timings[f'{strategy}_train_s']} s, "
                   f"loss {result.train_loss:.3f})", flush=True)
     summary = targets(reports, bench.train_languages, bench.zero_shot_languages)

@@ -23,7 +23,6 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, TypedDict
 
 from .errors import StoreConnectionError, StoreTimeoutError
@@ -137,11 +136,12 @@ class StoreLocation:
             if given:
                 raise ValueError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} host (a Chroma "
                                  "server); give --host or drop them")
-        object.__setattr__(self, "headers", MappingProxyType(_checked_headers(self.headers, self.auth_token)))
+        object.__setattr__(self, "headers", _ReadOnlyHeaders(_checked_headers(self.headers, self.auth_token)))
         for name in ("auth_token", "tenant", "database"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or "\n" in value or "\r" in value):
-                raise ValueError(f"{name} must be a string on one line, got {value!r}")
+                shown = "a value on several lines" if isinstance(value, str) else type(value).__name__
+                raise ValueError(f"{name} must be a string on one line, got {shown}")  # never the value: a secret
         for name in ("tenant", "database"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty (leave it out for Chroma's default)")
@@ -342,6 +342,18 @@ class StoreLocation:
             ) from exc
 
 
+class _ReadOnlyHeaders(dict):
+    """``StoreLocation.headers``: a dict that refuses changes (the value is frozen) yet pickles and copies."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("StoreLocation.headers is read-only; build a new StoreLocation")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ReadOnlyHeaders, (dict(self),))
+
+
 def _checked_headers(headers: Any, auth_token: str | None) -> dict[str, str]:
     headers = {} if headers is None else headers
     if not isinstance(headers, Mapping):
@@ -352,7 +364,8 @@ def _checked_headers(headers: Any, auth_token: str | None) -> dict[str, str]:
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"headers: {name!r} is not an HTTP header name (letters, digits and -, as str)")
         if not isinstance(value, str) or "\n" in value or "\r" in value:
-            raise ValueError(f"headers: the value of {name!r} must be a string on one line, got {value!r}")
+            shown = "a value on several lines" if isinstance(value, str) else type(value).__name__
+            raise ValueError(f"headers: the value of {name!r} must be a string on one line, got {shown}")
         if name.lower() in {n.lower() for n in out}:
             raise ValueError(f"headers: {name!r} is given twice")
         out[name] = value

@@ -5,6 +5,7 @@ model, embedded Chroma and a real `chroma run` on 127.0.0.1."""
 from __future__ import annotations
 
 import contextlib
+import pickle
 import re
 import socket
 import threading
@@ -133,6 +134,7 @@ def test_describe_repr_and_defaults(monkeypatch, tmp_path):
         server.headers["X-Other"] = "x"  # read-only, like the rest of the frozen value
     assert server == StoreLocation(host=HOST, port=8000, headers={"X-Team": "search"}, auth_token="s3cret",
                                    tenant="acme")
+    assert pickle.loads(pickle.dumps(server)) == server  # e.g. handed to another process
     assert len({server, StoreLocation(host=HOST, port=8000)}) == 2  # hashable
     assert set(LocationKeywords.__annotations__) == {f for f in StoreLocation.__dataclass_fields__}
 
@@ -252,12 +254,14 @@ def test_headers_and_the_token_reach_the_server(encoder, chroma_server_address, 
         proxy.close()
 
 
-def test_ssl_against_a_plain_http_server_fails_fast_naming_it(encoder, chroma_server_address):  # noqa: F811
+def test_ssl_against_a_plain_http_server_fails_fast_naming_it(encoder, chroma_server_address, caplog):  # noqa: F811
     host, port = chroma_server_address
     start = time.monotonic()
-    with pytest.raises(StoreConnectionError, match=rf"TLS handshake with the Chroma server at {host}:{port} failed"):
+    with caplog.at_level("WARNING", logger="mlret_rag.store"), pytest.raises(
+            StoreConnectionError, match=rf"TLS handshake with the Chroma server at {host}:{port} failed"):
         ChromaStore(encoder, host=host, port=port, ssl=True, connect_timeout=2)
-    assert time.monotonic() - start < 2.0  # within the connect timeout: a failed handshake is not retried
+    assert "retrying" not in caplog.text  # a failed handshake is not retried
+    assert time.monotonic() - start < 30  # and nothing waits for long (a loose bound: CI machines are busy)
 
 
 def test_tenants_and_databases_on_a_real_server(encoder, chroma_server_address, name):  # noqa: F811
@@ -293,7 +297,7 @@ def test_cli_location_options_are_checked_once(tmp_path):
         ("--db", db, "--header", "X-A=b"): "--header needs --host",
         ("--db", db, "--port", "1"): "--port needs --host",
         ("--db", db, "--host", HOST): "not both",
-        ("--host", HOST, "--header", "X-A"): "--header must look like KEY=VALUE, got 'X-A'",
+        ("--host", HOST, "--header", "X-A"): "--header must look like KEY=VALUE, got one without '='",
         ("--host", HOST, "--header", "X-A=1", "--header", "x-a=2"): "--header x-a is given twice",
         ("--host", HOST, "--header", "bad name=1"): "'bad name' is not an HTTP header name",
         ("--host", HOST, "--port", "70000"): "port must be an integer in 1..65535",

@@ -53,6 +53,10 @@ def location_options(func: F) -> F:
     """Give a subcommand the store-location options (:data:`LOCATION_OPTIONS`, in place of its
     ``location`` parameter); it is called with them parsed once into ``location: StoreLocation``."""
     signature = inspect.signature(func, eval_str=True)
+    clash = sorted(set(signature.parameters) & set(LOCATION_OPTIONS))
+    if "location" not in signature.parameters or clash:  # a mistake in this package's own commands
+        raise TypeError(f"@location_options needs a 'location' parameter and none named {', '.join(LOCATION_OPTIONS)}"
+                        f" ({func.__name__}: {'no location parameter' if not clash else 'has ' + ', '.join(clash)})")
     params: list[inspect.Parameter] = []
     for param in signature.parameters.values():
         if param.name != "location":
@@ -95,7 +99,7 @@ def parse_location(
     for item in header or ():
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise MlretError(f"--header must look like KEY=VALUE, got {item!r}")
+            raise MlretError("--header must look like KEY=VALUE, got one without '=' or a name")  # no value: a secret
         if name.strip().lower() in {n.lower() for n in headers}:
             raise MlretError(f"--header {name.strip()} is given twice")
         headers[name.strip()] = value
@@ -105,7 +109,8 @@ def parse_location(
 
 def location_args(location: StoreLocation) -> list[str]:
     """The options that give ``location`` again (the inverse of :func:`parse_location`), e.g. for the
-    worker processes of ``mlret index --workers``."""
+    worker processes of ``mlret index --workers``; all but the auth token, which goes in
+    ``$MLRET_CHROMA_TOKEN`` (:func:`location_env`) so that ``ps`` does not show it."""
     out = ["--db", str(location.path)] if location.path is not None else []
     if location.host is not None:
         out += ["--host", location.host, "--port", str(location.port)]
@@ -113,10 +118,15 @@ def location_args(location: StoreLocation) -> list[str]:
     for name, value in location.headers.items():
         out += ["--header", f"{name}={value}"]
     for option, value in (("--tenant", location.tenant), ("--database", location.database),
-                          ("--auth-token", location.auth_token), ("--timeout", location.timeout)):
+                          ("--timeout", location.timeout)):
         if value is not None:
             out += [option, str(value)]
     return out
+
+
+def location_env(location: StoreLocation) -> dict[str, str]:
+    """The environment that, with :func:`location_args`, gives ``location`` again (the auth token)."""
+    return {} if location.auth_token is None else {"MLRET_CHROMA_TOKEN": location.auth_token}
 
 
 def one_line_errors(func: F) -> F:

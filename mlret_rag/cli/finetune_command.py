@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..finetune.config import FinetuneConfig
 from . import app
 from ._common import MODEL_HELP, QUIET_HELP, one_line_errors
 
@@ -90,7 +89,7 @@ def finetune_command(
 ) -> None:
     """Fine-tune the encoder on your KB so questions in any language retrieve its entries; the epoch kept is chosen on dev data."""
     # The defaults above are FinetuneConfig's (tests/test_finetune_config.py holds them equal).
-    from ..finetune import finetune
+    from ..finetune import FinetuneConfig, finetune  # here: numpy and the rest load only for this command
     from ..kb import load_kb, load_queries
 
     config = FinetuneConfig(

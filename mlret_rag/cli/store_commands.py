@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from ._common import (
     MODEL_HELP,
     QUIET_HELP,
     location_args,
+    location_env,
     location_options,
     one_line_errors,
 )
@@ -97,7 +99,8 @@ def index_command(
                  "--overlap-tokens": overlap_tokens}
         _run_workers(workers, ["--kb", str(kb), *location_args(location), "--collection", collection,
                                *(x for k, v in given.items() if v is not None for x in (k, str(v))),
-                               *(["--chunk-long"] if chunk_long else [])], kb=kb, quiet=quiet)
+                               *(["--chunk-long"] if chunk_long else [])], env=location_env(location), kb=kb,
+                     quiet=quiet)
     if docs is not None and not docs.exists():
         raise FileNotFoundError(f"{docs}: no such file or folder")
     with _library_errors():
@@ -167,12 +170,14 @@ def _check_scale_out(workers: int, shard: str | None, *, kb: Path | None, host: 
     return index, total
 
 
-def _run_workers(workers: int, args: list[str], *, kb: Path, quiet: bool) -> None:
-    """Run ``workers`` copies of ``mlret index ARGS``, each with ``--shard i/N``; fail naming any that failed."""
+def _run_workers(workers: int, args: list[str], *, env: dict[str, str], kb: Path, quiet: bool) -> None:
+    """Run ``workers`` copies of ``mlret index ARGS`` (``env`` added to their environment), each with
+    ``--shard i/N``; fail naming any that failed."""
     import subprocess
 
     procs = [subprocess.Popen([sys.executable, "-m", "mlret_rag.cli", "index", *args, "--shard", f"{i}/{workers}",
-                               "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **env})
              for i in range(workers)]
     failed = []
     for i, proc in enumerate(procs):

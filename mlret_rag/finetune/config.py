@@ -8,7 +8,8 @@ benchmarks (README, "Fine-tuning"), written into the model card (``configuration
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ DEFAULT_PATIENCE = 2
 DEFAULT_MAX_SEQ_LENGTH = 256
 
 SECTIONS = ("sampling", "schedule", "output")
+_INTEGERS = ("negatives_per_anchor", "epochs", "patience", "batch_size", "max_steps", "max_seq_length",
+             "pseudo_labels_per_epoch", "seed")
 HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")  # see .loss
 
 
@@ -114,9 +117,13 @@ class FinetuneConfig:
     show_progress_bar: bool = field(default=True, metadata=_in("output"))
 
     def __post_init__(self) -> None:
-        if isinstance(self.translate_to, str) or not isinstance(self.translate_to, Sequence):
+        if isinstance(self.translate_to, (str, bytes)) or not isinstance(self.translate_to, Iterable):
             raise TypeError(f"translate_to must be a list of language codes, got {self.translate_to!r}")
         object.__setattr__(self, "translate_to", tuple(self.translate_to))
+        for name in _INTEGERS:  # numpy integers and the like become plain ints (the card is JSON)
+            value = getattr(self, name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+                object.__setattr__(self, name, int(value))
         for problem in _problems(self):
             raise ValueError(problem)
 
