@@ -7,7 +7,7 @@ languages. Each run is ``finetune(kb, queries, out=..., seed=s)`` with the libra
 plus the options of ``RUNS``. Reports MRR per language group, seconds per step and the process's peak
 RSS during the fine-tune (sampled every 0.2 s). Writes ``benchmarks/results/finetune_passages.{json,md,png}``.
 
-    python benchmarks/finetune_passages.py [--seeds 0] [--runs default]
+    python benchmarks/finetune_passages.py [--seeds 0] [--runs default] [--append]
     python benchmarks/finetune_passages.py --probe-steps 8   # s/step and peak RSS only, per setting
 
 ``--probe-steps N`` trains N steps per setting of ``PROBES``, each in a fresh process whose own peak RSS
@@ -34,6 +34,7 @@ RUNS: dict[str, tuple[dict, str]] = {
     "default": ({}, "no tuning flags: weighted passage negatives, batch 8, 1 negative, 256-token cap, dev-chosen epoch"),
     "standard": ({"negatives": "standard"}, "uniform non-relevant passages"),
     "hard": ({"negatives": "hard"}, "mined with the current model, false negatives (> 95 % of the positive) dropped"),
+    "batch-4": ({"batch_size": 4}, "the default with 4 anchors per step (half the step time and memory, twice the steps)"),
 }
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
@@ -41,6 +42,7 @@ PROBES: dict[str, dict] = {
     "batch 4": {"batch_size": 4},
     "192 tokens": {"max_seq_length": 192},
     "128 tokens": {"max_seq_length": 128},
+    "batch 4, 192 tokens": {"batch_size": 4, "max_seq_length": 192},
 }
 
 
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--probe-steps", type=int, default=0)
+    parser.add_argument("--append", action="store_true", help="keep the runs already in the results JSON")
     args = parser.parse_args()
     if args.probe_steps:
         probe(args.probe_steps, args.out)
@@ -189,9 +192,14 @@ def main() -> None:
         "options": {n: RUNS[n][0] for n in args.runs.split(",")}, "base": base, "base_groups": groups(base, roles),
         "runs": [],
     }
+    if args.append and (args.out / "finetune_passages.json").exists():
+        before = json.loads((args.out / "finetune_passages.json").read_text())
+        payload["runs"] = before["runs"]
+        payload["seeds"] = sorted(set(before["seeds"]) | set(payload["seeds"]))
+        payload["options"] = before["options"] | payload["options"]
     print("base", payload["base_groups"], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed in payload["seeds"]:
+    for seed in (int(s) for s in args.seeds.split(",")):
         for name in args.runs.split(","):
             with tempfile.TemporaryDirectory(prefix="mlret-ftp-") as tmp:
                 t = time.perf_counter()
@@ -201,6 +209,7 @@ def main() -> None:
                 seconds = time.perf_counter() - t
                 report = evaluate(MultilingualEncoder(str(result.out)), bench.kb, bench.test_queries, name=name)
             row = {"run": name, "seed": seed, "seconds": round(seconds, 1), "groups": groups(report, roles),
+                   "load_avg_15min": round(os.getloadavg()[2], 2),
                    "selection": result.selection, "report": report, "peak_rss_gb": round(rss.peak / 1e9, 2),
                    "estimated_peak_gb": result.estimated_peak_gb, "train_loss": result.train_loss}
             payload["runs"].append(row)
