@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,49 @@ def chroma_server_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     root = tmp_path_factory.mktemp("chroma-server")
     with run_chroma_server(root / "data") as address:
         yield address
+
+
+class ServerProxy:
+    """A TCP proxy on 127.0.0.1 to a real server: closes the first ``drop`` connections at once (a flaky
+    network) and keeps every byte the client sends (to see the request headers)."""
+
+    def __init__(self, target: tuple[str, int], drop: int = 0) -> None:
+        self.target, self.drop, self.seen, self.sent = target, drop, 0, bytearray()
+        self.sock = socket.create_server((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.seen += 1
+            if self.seen <= self.drop:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                conn.close()  # RST: "connection reset" / "server disconnected"
+                continue
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(conn, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, conn, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if record:
+                    with self.lock:
+                        self.sent += data
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def requests(self) -> list[str]:
+        """The request heads sent so far (request line and headers), lower-cased."""
+        with self.lock:
+            text = bytes(self.sent).decode("latin-1").lower()
+        return re.findall(r"(?:get|post|put|patch|delete) /\S* http/1\.1\r\n.*?\r\n\r\n", text, re.DOTALL)
+
+    def close(self) -> None:
+        self.sock.close()

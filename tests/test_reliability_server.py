@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
-import threading
 import time
 
 import psutil
 import pytest
-from chroma_server import HOST, chroma_server_address, free_port, run_chroma_server  # noqa: F401 (fixture)
+from chroma_server import HOST, ServerProxy, chroma_server_address, run_chroma_server  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from mlret_rag.cli import app
@@ -72,44 +70,8 @@ def test_a_frozen_server_gives_one_line_within_the_timeout(encoder, tmp_path):
         store.close()
 
 
-class DroppingProxy:
-    """A TCP proxy to a real server that closes the first ``drop`` connections at once (a flaky network)."""
-
-    def __init__(self, target: tuple[str, int], drop: int) -> None:
-        self.target, self.drop, self.seen = target, drop, 0
-        self.sock = socket.create_server((HOST, free_port()))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.seen += 1
-            if self.seen <= self.drop:
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()  # RST: "connection reset" / "server disconnected"
-                continue
-            upstream = socket.create_connection(self.target)
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_dropped_connections_are_retried_with_backoff(encoder, chroma_server_address, caplog):  # noqa: F811
-    proxy = DroppingProxy(chroma_server_address, drop=2)
+    proxy = ServerProxy(chroma_server_address, drop=2)
     try:
         start = time.monotonic()
         with caplog.at_level("WARNING", logger="mlret_rag.store"):
@@ -124,7 +86,7 @@ def test_dropped_connections_are_retried_with_backoff(encoder, chroma_server_add
     finally:
         proxy.close()
 
-    proxy = DroppingProxy(chroma_server_address, drop=100)  # down for good: bounded, then one error
+    proxy = ServerProxy(chroma_server_address, drop=100)  # down for good: bounded, then one error
     try:
         start = time.monotonic()
         with pytest.raises(StoreConnectionError, match=rf"cannot reach the Chroma server at {HOST}:{proxy.port}"):

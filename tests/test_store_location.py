@@ -4,17 +4,13 @@ model, embedded Chroma and a real `chroma run` on 127.0.0.1."""
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import re
-import socket
-import threading
 import time
 import uuid
 
 import chromadb
 import pytest
-from chroma_server import HOST, chroma_server_address, free_port  # noqa: F401 (fixture)
+from chroma_server import HOST, ServerProxy, chroma_server_address  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 import mlret_rag.store
@@ -33,46 +29,6 @@ RECORDS = [KBRecord(id=f"r{i}", text=t, label=label) for i, (t, label) in enumer
 @pytest.fixture
 def name() -> str:
     return f"loc-{uuid.uuid4().hex[:10]}"
-
-
-class RecordingProxy:
-    """A TCP proxy to a real server that keeps every byte the client sent (to see the request headers)."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target, self.sent = target, bytearray()
-        self.sock = socket.create_server((HOST, free_port()))
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._copy, args=(conn, upstream, True), daemon=True).start()
-            threading.Thread(target=self._copy, args=(upstream, conn, False), daemon=True).start()
-
-    def _copy(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                if record:
-                    with self.lock:
-                        self.sent += data
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def requests(self) -> list[str]:
-        """The request heads sent so far (request line and headers), lower-cased."""
-        with self.lock:
-            text = bytes(self.sent).decode("latin-1").lower()
-        return re.findall(r"(?:get|post|put|patch|delete) /\S* http/1\.1\r\n.*?\r\n\r\n", text, re.DOTALL)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # ------------------------------------------------------------------------------------------------- the value
@@ -239,7 +195,7 @@ def test_an_injected_http_client_against_a_real_server(encoder, chroma_server_ad
 
 
 def test_headers_and_the_token_reach_the_server(encoder, chroma_server_address, name):  # noqa: F811
-    proxy = RecordingProxy(chroma_server_address)
+    proxy = ServerProxy(chroma_server_address)
     try:
         where = StoreLocation(host=HOST, port=proxy.port, headers={"X-Team": "search"}, auth_token="s3cret")
         with ChromaStore(encoder, where, collection=name, show_progress_bar=False) as store:
@@ -311,7 +267,7 @@ def test_cli_location_options_are_checked_once(tmp_path):
 
 def test_cli_header_and_ssl_reach_the_server(chroma_server_address, name):  # noqa: F811
     host, port = chroma_server_address
-    proxy = RecordingProxy(chroma_server_address)
+    proxy = ServerProxy(chroma_server_address)
     try:
         result = _cli("check", "--host", HOST, "--port", str(proxy.port), "--collection", name,
                       "--header", "X-Team=search", "--header", "X-Trace=a=b")
