@@ -90,10 +90,10 @@ class LabelMaskedMNRLoss(nn.Module):
         self.hardness_strength = float(hardness_strength)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        """Embed every column (anchor first) and compute :func:`masked_infonce_loss`."""
-        from sentence_transformers.base.losses.merged_forward import embed_columns
+        """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`."""
+        from .packing import embed_columns_packed
 
-        embeddings = embed_columns(self.model, sentence_features)
+        embeddings = embed_columns_packed(self.model, list(sentence_features))
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:

@@ -1,0 +1,116 @@
+"""Length-packed forward passes for training: each distinct text once, in chunks of similar length.
+
+sentence-transformers merges a batch's candidate columns into one forward padded to the longest text,
+which keeps a GPU busy but on a CPU pays for every padding token (about half the tokens of a typical
+intent batch) and for every repeated knowledge-base text. Here the columns' rows are deduplicated,
+sorted by length and run in chunks whose padding is bounded, then put back in column order. The loss
+and its gradients are those of the padded forward (a repeated text's gradients add up on its one row),
+up to dropout sampling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+MAX_CHUNK_ROWS = 32
+MAX_PADDING_SHARE = 0.25  # a chunk grows while its padding stays under this share of its tokens
+
+
+def embed_columns_packed(model: nn.Module, features_list: list[dict[str, Any]]) -> list[Tensor]:
+    """One ``sentence_embedding`` tensor per column, from deduplicated, length-sorted chunked forwards.
+
+    Neighbouring columns that carry the same metadata (the same prompt) are packed together; anchors
+    and documents with different prompts are packed apart. A group sentence-transformers cannot merge,
+    or a batch that is not right-padded, takes its plain per-column forward.
+    """
+    from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+
+    embeddings: list[Tensor] = []
+    for group in _same_metadata_groups(list(features_list)):
+        merged = group[0] if len(group) == 1 else merge_feature_batches(group)
+        if merged is None or not _right_padded(merged):
+            embeddings += [model(features)["sentence_embedding"] for features in group]
+            continue
+        packed = _packed_forward(model, merged)
+        embeddings += list(packed.reshape(len(group), -1, *packed.shape[1:]).unbind(0))
+    return embeddings
+
+
+def _same_metadata_groups(features_list: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Runs of neighbouring columns with the same keys and the same non-row values (e.g. prompt length)."""
+
+    def signature(features: dict[str, Any]) -> tuple:
+        meta = []
+        for key in sorted(features):
+            value = features[key]
+            if key == "prompt_length" or not isinstance(value, Tensor):
+                meta.append((key, value.tolist() if isinstance(value, Tensor) else repr(value)))
+        return tuple(sorted(features)), repr(meta)
+
+    groups: list[list[dict[str, Any]]] = []
+    for features in features_list:
+        if groups and signature(groups[-1][0]) == signature(features):
+            groups[-1].append(features)
+        else:
+            groups.append([features])
+    return groups
+
+
+def _right_padded(features: dict[str, Any]) -> bool:
+    mask = features.get("attention_mask")
+    if not isinstance(mask, Tensor) or mask.ndim != 2 or not isinstance(features.get("input_ids"), Tensor):
+        return False
+    import torch
+
+    lengths = mask.sum(dim=1, keepdim=True)
+    return bool(torch.equal(mask.bool(), torch.arange(mask.shape[1])[None, :] < lengths))
+
+
+def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
+    import torch
+
+    rows = features["attention_mask"].shape[0]
+    width = features["attention_mask"].shape[1]
+    token_keys = [k for k, v in features.items()
+                  if isinstance(v, Tensor) and v.ndim == 2 and v.shape == (rows, width)]
+    row_keys = [k for k, v in features.items()
+                if k not in token_keys and isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == rows
+                and k != "prompt_length"]
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    first_of: dict[bytes, int] = {}
+    slot = []  # row -> index of its distinct text
+    for row, length in enumerate(lengths):
+        key = b"".join(features[k][row, :length].numpy().tobytes() for k in token_keys)
+        key += b"".join(features[k][row].numpy().tobytes() for k in row_keys)
+        slot.append(first_of.setdefault(key, len(first_of)))
+    distinct = list(first_of.values())
+    representative = [0] * len(distinct)
+    for row in reversed(range(rows)):
+        representative[slot[row]] = row
+    order = sorted(distinct, key=lambda d: lengths[representative[d]])
+    outputs = []
+    for chunk in _chunks([lengths[representative[d]] for d in order]):
+        picked = torch.tensor([representative[order[i]] for i in chunk])
+        longest = max(lengths[representative[order[i]]] for i in chunk)
+        sub = {k: (v[picked, :longest] if k in token_keys else v[picked] if k in row_keys else v)
+               for k, v in features.items()}
+        outputs.append(model(sub)["sentence_embedding"])
+    by_order = torch.cat(outputs)
+    position = torch.empty(len(distinct), dtype=torch.long)
+    position[torch.tensor(order)] = torch.arange(len(order))
+    return by_order[position[torch.tensor(slot)]]
+
+
+def _chunks(sorted_lengths: list[int]) -> list[range]:
+    """Consecutive index ranges of ascending lengths: at most MAX_CHUNK_ROWS rows, padding bounded."""
+    chunks, start, real = [], 0, 0
+    for i, length in enumerate(sorted_lengths):
+        rows = i - start + 1
+        if i > start and (rows > MAX_CHUNK_ROWS or length * rows * (1 - MAX_PADDING_SHARE) > real + length):
+            chunks.append(range(start, i))
+            start, real = i, 0
+        real += length
+    chunks.append(range(start, len(sorted_lengths)))
+    return chunks
