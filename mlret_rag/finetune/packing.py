@@ -23,12 +23,16 @@ def embed_columns_packed(model: nn.Module, features_list: list[dict[str, Any]]) 
 
     Neighbouring columns that carry the same metadata (the same prompt) are packed together; anchors
     and documents with different prompts are packed apart. A group sentence-transformers cannot merge,
-    or a batch that is not right-padded, takes its plain per-column forward.
+    or a batch that is not right-padded, takes its plain per-column forward; on an accelerator, where one
+    wide forward is what keeps the device busy, sentence-transformers' merged forward is used unchanged.
     """
-    from sentence_transformers.base.losses.merged_forward import merge_feature_batches
+    from sentence_transformers.base.losses.merged_forward import embed_columns, merge_feature_batches
 
+    features_list = list(features_list)
+    if any(isinstance(v, Tensor) and v.device.type != "cpu" for f in features_list for v in f.values()):
+        return embed_columns(model, features_list)
     embeddings: list[Tensor] = []
-    for group in _same_metadata_groups(list(features_list)):
+    for group in _same_metadata_groups(features_list):
         merged = group[0] if len(group) == 1 else merge_feature_batches(group)
         if merged is None or not _right_padded(merged):
             embeddings += [model(features)["sentence_embedding"] for features in group]
