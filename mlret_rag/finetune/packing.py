@@ -73,6 +73,7 @@ def _right_padded(features: dict[str, Any]) -> bool:
 
 
 def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
+    """Embeddings of every row of one right-padded flat batch, each distinct row computed once."""
     import torch
 
     rows = features["attention_mask"].shape[0]
@@ -83,26 +84,26 @@ def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
                 if k not in token_keys and isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == rows
                 and k != "prompt_length"]
     lengths = features["attention_mask"].sum(dim=1).tolist()
-    first_of: dict[bytes, int] = {}
+    index_of: dict[bytes, int] = {}
+    representatives: list[int] = []  # the first row of each distinct text
     slot = []  # row -> index of its distinct text
     for row, length in enumerate(lengths):
         key = b"".join(features[k][row, :length].numpy().tobytes() for k in token_keys)
         key += b"".join(features[k][row].numpy().tobytes() for k in row_keys)
-        slot.append(first_of.setdefault(key, len(first_of)))
-    distinct = list(first_of.values())
-    representative = [0] * len(distinct)
-    for row in reversed(range(rows)):
-        representative[slot[row]] = row
-    order = sorted(distinct, key=lambda d: lengths[representative[d]])
+        if key not in index_of:
+            index_of[key] = len(representatives)
+            representatives.append(row)
+        slot.append(index_of[key])
+    order = sorted(range(len(representatives)), key=lambda d: lengths[representatives[d]])
     outputs = []
-    for chunk in _chunks([lengths[representative[d]] for d in order]):
-        picked = torch.tensor([representative[order[i]] for i in chunk])
-        longest = max(lengths[representative[order[i]]] for i in chunk)
+    for chunk in _chunks([lengths[representatives[d]] for d in order]):
+        picked = torch.tensor([representatives[order[i]] for i in chunk])
+        longest = max(lengths[representatives[order[i]]] for i in chunk)
         sub = {k: (v[picked, :longest] if k in token_keys else v[picked] if k in row_keys else v)
                for k, v in features.items()}
         outputs.append(model(sub)["sentence_embedding"])
     by_order = torch.cat(outputs)
-    position = torch.empty(len(distinct), dtype=torch.long)
+    position = torch.empty(len(order), dtype=torch.long)
     position[torch.tensor(order)] = torch.arange(len(order))
     return by_order[position[torch.tensor(slot)]]
 
