@@ -93,7 +93,7 @@ class LabelMaskedMNRLoss(nn.Module):
         """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`."""
         from .packing import embed_columns_packed
 
-        embeddings = embed_columns_packed(self.model, list(sentence_features))
+        embeddings = embed_columns_packed(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:

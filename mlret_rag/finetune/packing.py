@@ -10,6 +10,7 @@ up to dropout sampling.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ MAX_CHUNK_ROWS = 32
 MAX_PADDING_SHARE = 0.25  # a chunk grows while its padding stays under this share of its tokens
 
 
-def embed_columns_packed(model: nn.Module, features_list: list[dict[str, Any]]) -> list[Tensor]:
+def embed_columns_packed(model: nn.Module, features_list: Iterable[dict[str, Any]]) -> list[Tensor]:
     """One ``sentence_embedding`` tensor per column, from deduplicated, length-sorted chunked forwards.
 
     Neighbouring columns that carry the same metadata (the same prompt) are packed together; anchors
