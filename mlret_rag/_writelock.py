@@ -6,6 +6,10 @@ embedded database holds ``<db>/mlret-writer.lock`` (an OS file lock, released by
 holder dies). The holder describes itself in ``<db>/mlret-writer.json`` (pid, host, command, since) so
 a second writer can say who it waits for. Readers never take the lock. Within one process all stores
 of a database share one reentrant lock (Chroma serialises the writes of one process itself).
+
+Opening a database for the first time is a write too: Chroma's first client creates its tables, and two
+processes doing that at once both fail ("table collections already exists", "database is locked"). So
+until ``<db>/mlret-ready`` says the database was created whole, opening it holds the lock as well.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from .errors import StoreBusyError
 
 LOCK_NAME = "mlret-writer.lock"
 HOLDER_NAME = "mlret-writer.json"
+READY_NAME = "mlret-ready"
+# Seconds a write (or a first open) waits for another process's writer lock before giving up.
+DEFAULT_LOCK_TIMEOUT = 30.0
 
 logger = logging.getLogger("mlret_rag.store")
 
@@ -60,6 +67,22 @@ class WriterLock:
                 with contextlib.suppress(OSError):
                     self.holder_path.unlink()
             self._lock.release()
+
+    @contextlib.contextmanager
+    def opening(self) -> Iterator[None]:
+        """Hold the lock while a client opens a database not yet marked ready, then mark it ready.
+
+        A folder this process cannot write (a read-only copy, or a path that is a file) is opened as is:
+        its tables exist already, or the open itself reports the problem.
+        """
+        ready = self.folder / READY_NAME
+        if ready.exists() or not _writable(self.folder):
+            yield
+            return
+        with self.hold():
+            yield
+            with contextlib.suppress(OSError):
+                ready.touch()
 
     def _acquire(self) -> None:
         try:
@@ -102,6 +125,15 @@ class WriterLock:
         except (OSError, ValueError):
             return None
         return info if isinstance(info, dict) else None
+
+
+def _writable(folder: Path) -> bool:
+    """Whether ``folder`` is, or can be made, a folder this process may write in."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
 
 
 def describe(info: dict[str, Any] | None) -> str:

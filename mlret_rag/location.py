@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ._writelock import DEFAULT_LOCK_TIMEOUT, WriterLock
 from .errors import StoreConnectionError, StoreTimeoutError
 
 DEFAULT_PORT = 8000
@@ -274,8 +275,11 @@ class StoreLocation:
             out["Authorization"] = f"Bearer {self.auth_token}"
         return out
 
-    def open_client(self) -> Any:
+    def open_client(self, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Any:
         """A chromadb client on this location (an injected ``client`` is returned as is).
+
+        The first open of an embedded database creates its tables, so it holds the database's writer
+        lock (waiting at most ``lock_timeout`` seconds for another process's write, like a write does).
 
         A server client gets ``timeout`` / ``connect_timeout`` on its HTTP session; the server is asked
         for a heartbeat with those limits first (retried like a read), because chromadb's ``HttpClient``
@@ -284,6 +288,7 @@ class StoreLocation:
         Raises:
             StoreConnectionError: the server does not answer, refuses access, fails the TLS handshake, is
                 not a Chroma server, or has no such tenant/database (the message names the location).
+            StoreBusyError: a new embedded database stayed locked by another writer for ``lock_timeout`` s.
             ValueError: ``path`` is a file.
         """
         if self.client is not None:
@@ -300,7 +305,7 @@ class StoreLocation:
             if folder.exists() and not folder.is_dir():
                 raise ValueError(f"database path {folder} is a file, expected a folder")
             folder.mkdir(parents=True, exist_ok=True)
-            with self._missing_scope(location):
+            with self._missing_scope(location), WriterLock(folder, timeout=lock_timeout).opening():
                 return chromadb.PersistentClient(path=str(folder), settings=settings, **scope)
         headers = self.request_headers() or None
         read_s, connect_s = self.timeouts()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._writelock import DEFAULT_LOCK_TIMEOUT
 from .errors import (
     DiskFullError,
     EncoderMismatchError,
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
 DEFAULT_COLLECTION = "mlret"
 DEFAULT_BATCH_SIZE = 256
 HASH_KEY = "mlret_hash"
-# Embedded mode: seconds a write waits for another process's writer lock before giving up.
-DEFAULT_LOCK_TIMEOUT = 30.0
 
 
 
@@ -185,7 +184,7 @@ class ChromaStore:
         self._owns_client = where.client is None  # close() never closes a client it was given
         self._col: Any = None
         self._created = False  # this store created the collection (dropped again if the first add fails)
-        self._client = where.open_client()
+        self._client = where.open_client(lock_timeout=float(lock_timeout))
         self.timeout = where.read_timeout
         self._writer = None
         if not self._remote and self._folder is not None:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from chroma_server import chroma_server_address  # noqa: F401 (fixture)
+from filelock import FileLock
 from support import kill_when_committed
 from typer.testing import CliRunner
 
@@ -68,6 +69,25 @@ def test_a_second_writer_waits_then_names_the_holder_and_readers_never_wait(enco
     assert again.returncode == 0, again.stderr
     assert "added 10" in again.stdout and store.count() == 20
     store.close()
+
+
+def test_a_new_database_is_created_only_by_the_writer_lock_holder(tmp_path):
+    """CI saw two `mlret index` on a new folder both fail while Chroma created its tables ("table
+    collections already exists", "database is locked"): creating a database is a write, so it waits."""
+    db = tmp_path / "db"
+    kb = write_kb(tmp_path / "kb.jsonl", 5)
+    db.mkdir()
+    with FileLock(db / "mlret-writer.lock"):  # another process holds the lock, e.g. while it creates
+        waited = run_mlret("index", "--kb", str(kb), "--db", str(db), "--lock-timeout", "1", "--quiet")
+        assert not (db / "chroma.sqlite3").exists()
+    assert waited.returncode == 1
+    assert waited.stderr.strip().splitlines()[-1].startswith(f"error: another process is writing to the database {db}")
+    done = run_mlret("index", "--kb", str(kb), "--db", str(db), "--lock-timeout", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (db / "mlret-ready").is_file()
+    with FileLock(db / "mlret-writer.lock"):  # once created, reading needs no lock
+        reader = run_mlret("query", "Where is my parcel?", "--db", str(db), "--json", "-k", "1")
+    assert reader.returncode == 0, reader.stderr
 
 
 def test_two_concurrent_indexers_on_one_database_lose_no_vector(encoder, tmp_path):
