@@ -101,3 +101,18 @@ def test_options_that_do_not_fit_the_inputs_are_refused_before_a_model_loads(tmp
     with pytest.raises(ValueError, match="give dev_queries .* or dev_share .*, not both"):
         finetune(KB, QUERIES, out=tmp_path / "never", dev_queries=QUERIES, dev_share=0.2)
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_bf16_trains_in_bfloat16_autocast_and_saves_float32_weights(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    options = {"batch_size": 4, "max_steps": 2, "dev_share": 0, "show_progress_bar": False}
+    full = finetune(KB, QUERIES, out=tmp_path / "fp32", **options)
+    half = finetune(KB, QUERIES, out=tmp_path / "bf16", bf16=True, **options)
+    assert half.config.bf16 and read_card(tmp_path / "bf16")["configuration"]["schedule"]["bf16"] is True
+    # the same seeded batches, computed in bfloat16: close to the float32 loss, but not equal to it
+    assert half.train_loss == pytest.approx(full.train_loss, rel=0.05)
+    assert half.train_loss != pytest.approx(full.train_loss, rel=1e-4)
+    assert {t.dtype for t in load_file(tmp_path / "bf16" / "model.safetensors").values()} == {torch.float32}

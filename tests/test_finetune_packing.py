@@ -35,7 +35,7 @@ def _columns(st) -> list[dict]:
 def _loss_and_grads(st, embed) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     st.zero_grad(set_to_none=True)
     generator = torch.Generator().manual_seed(0)
-    directions = [torch.randn(st.get_sentence_embedding_dimension(), generator=generator) for _ in range(3)]
+    directions = [torch.randn(st.get_embedding_dimension(), generator=generator) for _ in range(3)]
     embeddings = embed(st, [dict(c) for c in _columns(st)])
     sum((e @ d).pow(3).sum() for e, d in zip(embeddings, directions)).backward()
     return [e.detach() for e in embeddings], [p.grad.clone() for p in st.parameters() if p.grad is not None]

@@ -72,6 +72,9 @@ def finetune_command(
     freeze_embeddings: Annotated[bool, typer.Option(
         "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed (less memory).",
         rich_help_panel=_TRAINING)] = True,
+    bf16: Annotated[bool, typer.Option(
+        "--bf16", help="Train in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX).",
+        rich_help_panel=_TRAINING)] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.",
                                       rich_help_panel=_TRAINING)] = 0,
     dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
@@ -97,7 +100,7 @@ def finetune_command(
         similarity=similarity, one_language_per_batch=one_language_per_batch, group_by=group_by,
         train_ratio=train_ratio, epochs=epochs, patience=patience, dev_share=dev_share, batch_size=batch_size,
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
-        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, interpolate=interpolate,
+        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, bf16=bf16, interpolate=interpolate,
         pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
         seed=seed, overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

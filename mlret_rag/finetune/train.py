@@ -486,6 +486,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
             per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             seed=_epoch_seed(config.seed, epoch), data_seed=_epoch_seed(config.seed, epoch), save_strategy="no",
             report_to="none", logging_strategy="no", disable_tqdm=not show_progress_bar,
+            bf16=config.bf16, use_cpu=config.bf16 and st.device.type == "cpu",  # CPU autocast needs use_cpu
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             **({"ddp_backend": "gloo"} if _distributed() and not _cuda() else {}),
             batch_sampler=language_batch_sampler([e.lang for e in examples],
