@@ -72,11 +72,11 @@ class WriterLock:
     def opening(self) -> Iterator[None]:
         """Hold the lock while a client opens a database not yet marked ready, then mark it ready.
 
-        A folder this process cannot write (a read-only copy, or a path that is a file) is opened as is:
-        its tables exist already, or the open itself reports the problem.
+        A folder this process cannot write (a read-only copy) is opened as is: its tables exist already,
+        or the open itself reports the problem. The caller has made sure ``folder`` is a folder.
         """
         ready = self.folder / READY_NAME
-        if ready.exists() or not _writable(self.folder):
+        if ready.exists() or not os.access(self.folder, os.W_OK):
             yield
             return
         with self.hold():
@@ -125,15 +125,6 @@ class WriterLock:
         except (OSError, ValueError):
             return None
         return info if isinstance(info, dict) else None
-
-
-def _writable(folder: Path) -> bool:
-    """Whether ``folder`` is, or can be made, a folder this process may write in."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)
 
 
 def describe(info: dict[str, Any] | None) -> str:
