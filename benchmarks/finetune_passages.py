@@ -43,6 +43,7 @@ PROBES: dict[str, dict] = {
     "192 tokens": {"max_seq_length": 192},
     "128 tokens": {"max_seq_length": 128},
     "batch 4, 192 tokens": {"batch_size": 4, "max_seq_length": 192},
+    "bf16 (batch 8, 256 tokens)": {"bf16": True},
 }
 
 
@@ -140,22 +141,41 @@ def _probe_child(options: dict, steps: int, queue) -> None:
                "batch_size": result.config.batch_size, "max_seq_length": result.config.max_seq_length})
 
 
-def probe(steps: int, out: Path) -> None:
+def probe(steps: int, out: Path, settings: list[str]) -> None:
     """Seconds per step and peak RSS of a few training steps per setting, each in a fresh process."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     rows = []
-    for name, options in PROBES.items():
+    for name in settings:
+        options = PROBES[name]
         queue = ctx.Queue()
         child = ctx.Process(target=_probe_child, args=(options, steps, queue))
         child.start()
         row = {"setting": name, "options": options, **queue.get()}
         child.join()
         row["load_avg_1min"] = round(os.getloadavg()[0], 2)
+        row["cpu"] = cpu_description()
         rows.append(row)
         print(row, flush=True)
-    (out / "finetune_passages_probe.json").write_text(json.dumps({"steps": steps, "rows": rows}, indent=2) + "\n")
+    path = out / "finetune_passages_probe.json"
+    earlier = json.loads(path.read_text())["rows"] if path.exists() else []
+    measured = {(r["setting"], r["cpu"]) for r in rows}
+    kept = [r for r in earlier if (r["setting"], r.get("cpu", UNRECORDED_CPU)) not in measured]
+    path.write_text(json.dumps({"steps": steps, "rows": kept + rows}, indent=2) + "\n")
+
+
+UNRECORDED_CPU = "AMD EPYC, AVX-512 BF16 (2026-12-01, not recorded then)"
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it computes bfloat16 natively, since step times differ by machine."""
+    import torch
+
+    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")), "unknown CPU")
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return f"{name}, {'native' if native else 'emulated'} bfloat16"
 
 
 def main() -> None:
@@ -165,10 +185,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--probe-steps", type=int, default=0)
+    parser.add_argument("--probe-setting", action="append", choices=list(PROBES),
+                        help="a name of PROBES to measure; repeat for several (default: all)")
     parser.add_argument("--append", action="store_true", help="keep the runs already in the results JSON")
     args = parser.parse_args()
     if args.probe_steps:
-        probe(args.probe_steps, args.out)
+        probe(args.probe_steps, args.out, args.probe_setting or list(PROBES))
         return
     if args.render_only:
         payload = json.loads((args.out / "finetune_passages.json").read_text())
