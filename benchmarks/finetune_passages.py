@@ -161,7 +161,8 @@ def probe(steps: int, out: Path, settings: list[str]) -> None:
     path = out / "finetune_passages_probe.json"
     earlier = json.loads(path.read_text())["rows"] if path.exists() else []
     measured = {(r["setting"], r["cpu"]) for r in rows}
-    kept = [r for r in earlier if (r["setting"], r.get("cpu", UNRECORDED_CPU)) not in measured]
+    earlier = [dict(r, cpu=r.get("cpu", UNRECORDED_CPU)) for r in earlier]
+    kept = [r for r in earlier if (r["setting"], r["cpu"]) not in measured]
     path.write_text(json.dumps({"steps": steps, "rows": kept + rows}, indent=2) + "\n")
 
 
