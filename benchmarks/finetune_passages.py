@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from _machine import cpu_description
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -167,16 +169,6 @@ def probe(steps: int, out: Path, settings: list[str]) -> None:
 
 
 UNRECORDED_CPU = "AMD EPYC, AVX-512 BF16 (2026-12-01, not recorded then)"
-
-
-def cpu_description() -> str:
-    """The CPU's model name and whether it computes bfloat16 natively, since step times differ by machine."""
-    import torch
-
-    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), "unknown CPU")
-    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    return f"{name}, {'native' if native else 'emulated'} bfloat16"
 
 
 def main() -> None:
