@@ -10,7 +10,9 @@ import pytest
 from mlret_rag.demo import demo_train_questions_path, load_demo_kb, load_demo_questions
 from mlret_rag.errors import KnowledgeBaseError
 from mlret_rag.finetune import (
+    Anchor,
     PseudoLabeller,
+    calibration_languages,
     choose_threshold,
     estimated_precision,
     target_margins,
@@ -141,3 +143,30 @@ def test_the_per_epoch_cap_is_a_seeded_sample(encoder):
     assert sum(report["used_per_language"].values()) == 5
     assert [a.text for a in first] == [a.text for a in again]
     assert [a.text for a in first] != [a.text for a in later]
+
+
+def test_calibration_languages_are_a_seeded_choice_that_leaves_one_language_to_train(caplog):
+    anchors = [Anchor(f"q{i}", 0, lang) for i, lang in enumerate(["de", "fr", "es", "pl", "de", None])]
+    chosen = calibration_languages(anchors, 2, seed=1)
+    assert len(chosen) == 2 and set(chosen) <= {"de", "fr", "es", "pl"} and list(chosen) == sorted(chosen)
+    assert calibration_languages(anchors, 2, seed=1) == chosen
+    assert {calibration_languages(anchors, 2, seed=s) for s in range(8)} != {chosen}  # the seed decides
+    assert len(calibration_languages(anchors, 9, seed=1)) == 3  # one of the four stays in training
+    assert calibration_languages(anchors, 0, seed=1) == ()
+    with caplog.at_level(logging.WARNING):
+        assert calibration_languages([Anchor("q", 0, "de"), Anchor("r", 1, "de")], 1, seed=1) == ()
+    assert "two or more languages (found 1)" in caplog.text
+    eight = [Anchor(f"{lang} {i}", 0, lang) for lang in ["ar", "de", "es", "fr", "hi", "pl", "ru", "zh"] for i in range(10)]
+    assert calibration_languages(eight, None, seed=2) == calibration_languages(eight, 2, seed=2)  # a quarter
+    assert calibration_languages(eight[::2], None, seed=2) == ()  # 10 queries would calibrate: too few, dev does
+
+
+def test_after_the_labelling_epochs_nothing_new_is_labelled_and_the_calibration_languages_train(encoder):
+    questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
+    labeller, _ = _labeller(questions, precision=0.8, calibration_languages=("sw",), labelling_epochs=1)
+    assert labeller.sitting_out(0) == {"sw"} and labeller.sitting_out(1) == frozenset()
+    first, report = labeller.round(encoder, 0)
+    later, after = labeller.round(encoder, 1)
+    assert report["labelling"] and report["calibrated_on"] == ["sw"] and report["cleared"] > 0
+    assert not after["labelling"] and after["threshold"] is None and after["cleared"] == 0
+    assert after["labelled"] == report["labelled"] and {a.text for a in later} == {a.text for a in first}

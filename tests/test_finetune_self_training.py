@@ -51,6 +51,36 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert "## Pseudo-labelled questions (self-training)" in (out / "README.md").read_text()
 
 
+def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labelling_epochs(tmp_path):
+    kb = _demo_kb_file(tmp_path)
+    train = load_queries(demo_train_questions_path())
+    queries = _write(tmp_path / "train.jsonl", [{"text": q.text, "label": q.label, "lang": q.lang} for q in train])
+    pool = _write(tmp_path / "logs.jsonl", [{"text": q.text, "lang": q.lang} for q in load_queries(demo_questions_path())])
+    out = tmp_path / "tuned"
+    res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--queries", str(queries), "--unlabelled", str(pool),
+                                   "--out", str(out), "--epochs", "2", "--batch-size", "16",
+                                   "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
+                                   "--labelling-epochs", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    card = read_card(out)
+    calibration = card["data"]["unlabelled"]["calibration"]
+    langs = calibration["languages"]
+    per_language = card["data"]["anchors_per_language"]
+    assert len(langs) == 3 and calibration["queries"] == sum(per_language[lang] for lang in langs)
+    assert calibration["labelling_epochs"] == 1
+    assert (f"pseudo-label threshold set on the {calibration['queries']} training queries in {', '.join(langs)}, "
+            "which sit out the first 1 epochs") in res.output
+    first, second = card["selection"]["pseudo_labels"]
+    assert first["labelling"] and first["calibrated_on"] == langs and first["threshold"] is not None
+    assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]
+    assert "epoch 2 pseudo-labels: no new one (labelling epochs over)" in res.output
+    # the first epoch trained without the calibration languages' queries
+    assert card["data"]["examples"] == card["data"]["anchors"] - calibration["queries"] + first["used"]
+    assert card["data"]["anchors_without_positive"] == 0
+    assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"
+            in (out / "README.md").read_text())
+
+
 def test_cli_names_bad_unlabelled_input_before_loading_a_model(tmp_path):
     kb = _demo_kb_file(tmp_path)
     runner = CliRunner()

@@ -28,14 +28,22 @@ def finetune_command(
         "without them a labelled KB is split into index and training rows.")] = None,
     unlabelled: Annotated[Path | None, typer.Option(
         "--unlabelled", help="Questions without labels (.jsonl/.csv: text, lang), e.g. logs: pseudo-labelled "
-        "every epoch when the current model is confident enough (threshold set on dev).",
+        "in the first epochs when the current model is confident enough (threshold set on held-out languages "
+        "or dev, see --calibration-languages).",
         rich_help_panel=_SELF)] = None,
     pseudo_label_precision: Annotated[float, typer.Option(
-        "--pseudo-label-precision", help="Share of correct pseudo-labels the dev-chosen threshold aims at.",
+        "--pseudo-label-precision", help="Share of correct pseudo-labels the threshold aims at.",
         rich_help_panel=_SELF)] = 0.97,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
+    calibration_languages: Annotated[int | None, typer.Option(
+        "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
+        "languages, which sit out training while labels are given (default: a quarter of the languages when "
+        "that gives 20+ queries; 0: on dev).", rich_help_panel=_SELF)] = None,
+    labelling_epochs: Annotated[int | None, typer.Option(
+        "--labelling-epochs", help="Only the first N epochs give new pseudo-labels (default: every epoch; 2 "
+        "when languages calibrate).", rich_help_panel=_SELF)] = None,
     train_ratio: Annotated[float, typer.Option(
         "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
         rich_help_panel=_TRAINING)] = 0.3,
@@ -102,7 +110,8 @@ def finetune_command(
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, bf16=bf16, interpolate=interpolate,
         pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
-        seed=seed, overwrite=overwrite, show_progress_bar=not quiet,
+        calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
+        overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded
     kb_records = load_kb(kb)  # every file validated before a model is loaded
     query_records = None if queries is None else load_queries(queries)
@@ -155,6 +164,10 @@ def summary_lines(result: Any) -> str:
                      + ", ".join(f"{lang} {n}" for lang, n in pool["per_language"].items()) + ")"
                      + (f"; {dropped} left out as unreadable to the model" if dropped else "")
                      + (f"; the labels of {pool['labels_ignored']} rows ignored" if pool["labels_ignored"] else ""))
+        if pool.get("calibration"):
+            cal = pool["calibration"]
+            lines.append(f"pseudo-label threshold set on the {cal['queries']} training queries in "
+                         f"{', '.join(cal['languages'])}, which sit out the first {cal['labelling_epochs']} epochs")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

@@ -81,18 +81,21 @@ def _selection_lines(selection: dict[str, Any]) -> list[str]:
 
 
 def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -> list[str]:
-    """Self-training per epoch: the dev-chosen threshold, precision on dev and estimated for the kept
+    """Self-training per epoch: the threshold, precision on its calibration queries and estimated for the kept
     questions, and how many of each language cleared it."""
     rounds = selection.get("pseudo_labels")
     if not rounds:
         return []
     langs = list((pool or {}).get("per_language") or rounds[0]["cleared_per_language"])
+    cal = (pool or {}).get("calibration")
+    on = (f"the {cal['queries']} training queries in {', '.join(cal['languages'])}, which sat out training in the "
+          f"first {cal['labelling_epochs']} epochs, the only ones giving new labels" if cal else "the dev queries")
     lines = ["## Pseudo-labelled questions (self-training)", "",
              (f"{(pool or {}).get('used', '?')} unlabelled questions, pseudo-labelled with the current model at the "
               "start of each epoch; a question never trained on gets a label for good when its best target beats "
-              "the runner-up by the threshold margin, chosen on the dev queries for the precision target. The "
-              "estimate applies the dev accuracy per margin (isotonic fit) to the new labels' margins. Per "
-              "language: new/used."), "",
+              f"the runner-up by the threshold margin, chosen for the precision target on {on}. The estimate "
+              "applies their accuracy per margin (isotonic fit) to the new labels' margins ('dev precision': "
+              "theirs above the threshold). Per language: new/used."), "",
              "| epoch | threshold | dev precision | estimated precision (new) | new | labelled | used | "
              + " | ".join(f"{lang} ({pool['per_language'][lang]})" if pool else lang for lang in langs) + " |",
              "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]

@@ -26,7 +26,7 @@ DEFAULT_MAX_SEQ_LENGTH = 256
 
 SECTIONS = ("sampling", "schedule", "output")
 _INTEGERS = ("negatives_per_anchor", "epochs", "patience", "batch_size", "max_steps", "max_seq_length",
-             "pseudo_labels_per_epoch", "seed")
+             "pseudo_labels_per_epoch", "calibration_languages", "labelling_epochs", "seed")
 HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")  # see .loss
 
 
@@ -79,6 +79,14 @@ class FinetuneConfig:
             dev-chosen threshold aims at (:mod:`mlret_rag.finetune.pseudo_labels`).
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
+        calibration_languages: with unlabelled questions, this many languages of the training queries (a
+            seeded choice, at least one language stays) sit out training while pseudo-labels are given, and
+            the threshold and the precision estimate are set on their queries, which are then as untrained as
+            the unlabelled questions, instead of on dev; they join training after ``labelling_epochs``.
+            ``None``: a quarter of the languages (rounded down) when their queries number 20 or more;
+            ``0``: the threshold is set on dev.
+        labelling_epochs: the first epochs that give new pseudo-labels (later ones train on those given);
+            ``None``: every epoch, or 2 with ``calibration_languages`` (whose queries then join training).
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         seed: fixes every random choice (split, negatives per epoch, batches, dropout).
 
@@ -114,6 +122,8 @@ class FinetuneConfig:
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
+    calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
+    labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
     check_memory: bool = field(default=True, metadata=_in("schedule"))
     seed: int = field(default=0, metadata=_in("schedule"))
 
@@ -218,6 +228,10 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_label_precision must be a number strictly between 0 and 1, got {c.pseudo_label_precision!r}"),
         (c.pseudo_labels_per_epoch is None or integer(c.pseudo_labels_per_epoch, 1),
          f"pseudo_labels_per_epoch must be a positive integer or None, got {c.pseudo_labels_per_epoch!r}"),
+        (c.calibration_languages is None or integer(c.calibration_languages, 0),
+         f"calibration_languages must be an integer >= 0 or None, got {c.calibration_languages!r}"),
+        (c.labelling_epochs is None or integer(c.labelling_epochs, 1),
+         f"labelling_epochs must be a positive integer or None, got {c.labelling_epochs!r}"),
         (integer(c.seed, 0), f"seed must be an integer >= 0, got {c.seed!r}"),
     ]
     flags = ("one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "check_memory", "overwrite",

@@ -38,11 +38,13 @@ class EpochExamples:
         self._sampler: NegativeSampler | None = None
         self._per_anchor: np.ndarray | None = None
 
-    def examples(self, encoder, epoch: int, extra: Sequence[Anchor] = ()) -> list[Example]:
+    def examples(self, encoder, epoch: int, extra: Sequence[Anchor] = (),
+                 sitting_out: frozenset[str] = frozenset()) -> list[Example]:
         """Examples for ``epoch`` (0-based), drawn with the seed ``[seed, epoch]`` (epoch 0: ``seed``);
-        ``extra`` anchors (pseudo-labelled questions, :mod:`.pseudo_labels`) join this epoch only."""
+        ``extra`` anchors (pseudo-labelled questions, :mod:`.pseudo_labels`) join this epoch only, and the
+        anchors in the ``sitting_out`` languages (calibration languages, :mod:`.pseudo_labels`) skip it."""
         data, ranked = self.data, None
-        anchors = [*data.anchors, *extra]
+        anchors = [*(a for a in data.anchors if a.lang not in sitting_out), *extra]
         if self._sampler is None:
             similarity = self._similarity(encoder) if self.strategy == "weighted" else None
             self._sampler = NegativeSampler(data.index_label_ids, len(data.labels), strategy=self.strategy,

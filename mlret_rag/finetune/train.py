@@ -28,7 +28,7 @@ from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard
 from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
 from .memory import check_training_memory
-from .pseudo_labels import PseudoLabeller, unlabelled_questions
+from .pseudo_labels import PseudoLabeller, calibration_languages, unlabelled_questions
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def finetune(
     run = _train(encoder, sampling, dev, c, labeller)
     examples = run.first_examples
     stats = dict(data.stats, examples=len(examples),
-                 anchors_without_positive=len(data.anchors) + run.first_pseudo - len(examples))
+                 anchors_without_positive=len(data.anchors) - run.first_sitting_out + run.first_pseudo - len(examples))
     if labeller is not None:
         stats["unlabelled"] = labeller.stats
     selection.update(run.selection)
@@ -291,6 +291,7 @@ class _Run:
     first_examples: list[Example]
     selection: dict[str, Any]
     first_pseudo: int = 0
+    first_sitting_out: int = 0  # labelled anchors not in the first epoch (calibration languages)
     pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
@@ -314,8 +315,10 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
     first, first_pseudo = _epoch_examples(encoder, sampling, labeller, 0, rounds, kept, show_progress_bar)
     labelled_langs = [e.lang for e in first[: len(first) - first_pseudo]]
     per_epoch = _steps_per_epoch(labelled_langs, config.batch_size, config.one_language_per_batch)
-    if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add
-        per_epoch += -(-min(labeller.per_epoch, len(labeller.questions)) // config.batch_size)
+    sitting_out = 0
+    if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add, and those sitting out
+        sitting_out = sum(a.lang in labeller.sitting_out(0) for a in sampling.data.anchors)
+        per_epoch += -(-(min(labeller.per_epoch, len(labeller.questions)) + sitting_out) // config.batch_size)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # distributed: each process steps through 1/world of the batches
     per_epoch = -(-per_epoch // world)
     planned = config.max_steps or config.epochs * per_epoch  # max_steps overrides epochs
@@ -389,7 +392,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
             logger.warning("no epoch beat the base model on the dev queries; the base weights are kept")
     loss = sum(v * n for v, n in losses) / sum(n for _, n in losses) if losses else None
     return _Run(train_loss=loss, steps=steps, first_examples=first, selection=selection, first_pseudo=first_pseudo,
-                pseudo_labels=kept)
+                first_sitting_out=sitting_out, pseudo_labels=kept)
 
 
 def _epoch_examples(encoder, sampling: EpochExamples, labeller: PseudoLabeller | None, epoch: int,
@@ -404,14 +407,17 @@ def _epoch_examples(encoder, sampling: EpochExamples, labeller: PseudoLabeller |
     rounds.append(report)
     kept.append([(a.text, data.index[a.relevant[0]].id if a.relevant else data.labels[a.label_id]) for a in extra])
     _say(show_progress_bar, pseudo_label_line(report))
-    return sampling.examples(encoder, epoch, extra), len(extra)
+    return sampling.examples(encoder, epoch, extra, labeller.sitting_out(epoch)), len(extra)
 
 
 def pseudo_label_line(report: dict[str, Any]) -> str:
     """One line on an epoch's pseudo-labels: threshold, new and used ones, dev and estimated precision."""
     used = f"{report['used']} of {report['labelled']} labelled used"
+    if not report.get("labelling", True):
+        return f"epoch {report['epoch']} pseudo-labels: no new one (labelling epochs over); {used}"
     if report["threshold"] is None:
-        return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on dev); {used}"
+        on = "dev" if report.get("calibrated_on", "dev") == "dev" else "the calibration languages"
+        return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on {on}); {used}"
     est = report["estimated_precision"]
     return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f} "
             f"(dev precision {report['dev_precision']:.2f}, estimated {'-' if est is None else f'{est:.2f}'}); {used}")
@@ -422,27 +428,39 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     """Set up self-training: the dev queries with their correct targets, and the questions to label."""
     if c.similarity == "anchor":  # refused here, before a model loads, with EpochExamples' message
         raise ValueError(ANCHOR_SIMILARITY_WITH_UNLABELLED)
-    if dev is None:
+    languages = calibration_languages(data.anchors, c.calibration_languages, c.seed)
+    if dev is None and not languages:
         raise KnowledgeBaseError(
             "unlabelled questions need dev queries to set the pseudo-label threshold on: give dev queries "
-            "(--dev FILE), more training queries, or a dev_share (--dev-share) that leaves at least 20 of them"
+            "(--dev FILE), more training queries, a dev_share (--dev-share) that leaves at least 20 of them, "
+            "or calibration languages (--calibration-languages)"
         )
-    position = {r.id: i for i, r in enumerate(data.index)}
-    label_ids = {label: i for i, label in enumerate(data.labels)}
     dev_texts, dev_targets = [], []
-    for q in dev.queries:
-        if q.relevant_ids is not None:
-            targets = tuple(position[x] for x in q.relevant_ids if x in position)
-        else:
-            targets = (label_ids[q.label],) if q.label in label_ids else ()
-        if targets:
-            dev_texts.append(q.text)
-            dev_targets.append(targets)
-    questions, stats = unlabelled_questions(questions, known_texts=[a.text for a in data.anchors] + dev_texts)
+    if languages:  # calibrated on these languages' anchors, untrained while labels are given, not on dev
+        dev_texts = [a.text for a in data.anchors if a.lang in languages]
+        dev_targets = [a.relevant if data.passages else (a.label_id,) for a in data.anchors if a.lang in languages]
+    else:
+        position = {r.id: i for i, r in enumerate(data.index)}
+        label_ids = {label: i for i, label in enumerate(data.labels)}
+        for q in dev.queries:
+            if q.relevant_ids is not None:
+                targets = tuple(position[x] for x in q.relevant_ids if x in position)
+            else:
+                targets = (label_ids[q.label],) if q.label in label_ids else ()
+            if targets:
+                dev_texts.append(q.text)
+                dev_targets.append(targets)
+    known = [a.text for a in data.anchors] + ([q.text for q in dev.queries] if dev else [])
+    questions, stats = unlabelled_questions(questions, known_texts=known)
     per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
     targets = list(range(len(data.index))) if data.passages else list(data.index_label_ids)
+    labelling_epochs = c.labelling_epochs if c.labelling_epochs is not None or not languages else 2
+    if languages:
+        stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
+                                "labelling_epochs": labelling_epochs}
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
-                          list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats)
+                          list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
+                          languages, labelling_epochs)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
