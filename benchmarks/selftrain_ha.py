@@ -8,7 +8,8 @@ group and for the pool languages, the languages (>= 100 queries) that lose more 
 the pool, the pseudo-labels' true precision per epoch next to the dev-estimated one, and the time ratio.
 Writes ``benchmarks/results/selftrain_ha.{json,md,png}``.
 
-    python benchmarks/selftrain_ha.py [--seeds 0,1,2] [--append] [--render-only]
+    python benchmarks/selftrain_ha.py [--seeds 0,1,2] [--arms without,with,with-dev-threshold] [--append]
+                                      [--reuse-without] [--render-only]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_description
 from finetune_ha import MIN_QUERIES, groups, losers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,29 +113,33 @@ def reused_without(path: Path, seed: int, language_groups: dict) -> dict:
             "load_avg_15min": r.get("load_avg_15min"), "source": "finetune_ha.json (default run)"}
 
 
-def timed_here(row: dict) -> bool:
-    """Both runs of a seed carry the load they were timed under (runs of earlier sessions do not)."""
-    return all(row[name].get("load_avg_15min") is not None for name in ("without", "with"))
+def timed_here(row: dict, arm: str = "with") -> bool:
+    """Both runs of a seed were timed on the same kind of CPU (step times differ by machine; early runs lack it)."""
+    cpus = {row[name].get("cpu") for name in ("without", arm)}
+    return len(cpus) == 1 and None not in cpus
+
+
+def key(kind: str, arm: str) -> str:
+    """Where a run's ``kind`` of figures (precision, unlabelled_stats, losers) is saved: bare for the default arm."""
+    return kind if arm == "with" else f"{kind}-{arm}"
+
+
+ARMS = {"without": "without pool",
+        "with": "with pool (defaults: threshold set on the 2 training languages that sit out the 2 labelling epochs)",
+        "with-dev-threshold": "with pool, threshold set on dev, every epoch labels (calibration_languages=0)",
+        "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
+        "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors",
+        "augment": "augmented anchors, no pool"}
+MEASURED = ("without", "with", "with-dev-threshold", "augment")  # the arms this script runs (the others: history)
+NO_POOL = ("without", "augment")
 
 
 def summarise(payload: dict) -> None:
     rows = [r for r in payload["runs"] if "with" in r]  # seeds measured with the current defaults
-    d = lambda key: [r["with"]["groups"][key] - r["without"]["groups"][key] for r in rows]
-    pool_gain = [r["with"]["pool_mrr"] - r["without"]["pool_mrr"] for r in rows]
-    errors = [abs(p["estimated_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
-              if p["estimated_precision"] is not None and p["true_precision"] is not None]
-    dev_errors = [abs(p["dev_precision"] - p["true_precision"]) for r in rows for p in r["precision"]
-                  if p["dev_precision"] is not None and p["true_precision"] is not None]
-    timed = [r for r in rows if timed_here(r)]
-    ratios = [r["with"]["seconds"] / r["without"]["seconds"] for r in timed]
-    loads = ", ".join(f"{r['without']['load_avg_15min']}/{r['with']['load_avg_15min']}" for r in timed)
-    worst = min((x["delta"] for r in rows for x in r["losers"]), default=0.0)
-    ok = lambda flag: "**met**" if flag else "**missed**"
-    m = {"seeds": len(rows), "pool_gain": statistics.mean(pool_gain), "pool_gain_per_seed": pool_gain,
-         "train_delta": statistics.mean(d("train")), "en_delta": statistics.mean(d("en")),
-         "unseen_delta": statistics.mean(d("unseen")), "overall_delta": statistics.mean(d("overall")),
-         "max_precision_error": max(errors, default=None), "max_dev_precision_error": max(dev_errors, default=None),
-         "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios)}
+    m, payload["verdicts"] = arm_targets(rows, "with")
+    on_dev = [r for r in payload["runs"] if "with-dev-threshold" in r]
+    if on_dev:
+        m["dev_threshold"], payload["verdicts_dev_threshold"] = arm_targets(on_dev, "with-dev-threshold")
     aug = [r for r in rows if "augment" in r]
     if aug:
         for key in ("unseen", "train", "en"):
@@ -141,7 +147,29 @@ def summarise(payload: dict) -> None:
         m["augment_pool_delta"] = statistics.mean(r["augment"]["pool_mrr"] - r["without"]["pool_mrr"] for r in aug)
         m["augment_seeds"] = len(aug)
     payload["means"] = m
-    payload["verdicts"] = [
+
+
+def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
+    """Issue 11's targets for the runs ``arm`` (with a pool) against the runs without it, on the same seeds."""
+    d = lambda key: [r[arm]["groups"][key] - r["without"]["groups"][key] for r in rows]
+    pool_gain = [r[arm]["pool_mrr"] - r["without"]["pool_mrr"] for r in rows]
+    precision = [p for r in rows for p in r[key("precision", arm)]]
+    errors = [abs(p["estimated_precision"] - p["true_precision"]) for p in precision
+              if p["estimated_precision"] is not None and p["true_precision"] is not None]
+    dev_errors = [abs(p["dev_precision"] - p["true_precision"]) for p in precision
+                  if p["dev_precision"] is not None and p["true_precision"] is not None]
+    timed = [r for r in rows if timed_here(r, arm)]
+    ratios = [r[arm]["seconds"] / r["without"]["seconds"] for r in timed]
+    loads = ", ".join(f"{r['without']['load_avg_15min']}/{r[arm]['load_avg_15min']}" for r in timed)
+    lost = [losers(r["without"]["report"], r[arm]["report"], points=0.01) for r in rows]
+    worst = min((x["delta"] for lose in lost for x in lose), default=0.0)
+    ok = lambda flag: "**met**" if flag else "**missed**"
+    m = {"seeds": len(rows), "pool_gain": statistics.mean(pool_gain), "pool_gain_per_seed": pool_gain,
+         "train_delta": statistics.mean(d("train")), "en_delta": statistics.mean(d("en")),
+         "unseen_delta": statistics.mean(d("unseen")), "overall_delta": statistics.mean(d("overall")),
+         "max_precision_error": max(errors, default=None), "max_dev_precision_error": max(dev_errors, default=None),
+         "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios)}
+    verdicts = [
         f"* pool languages gain >= 0.04 MRR over the same fine-tune without the pool: {ok(m['pool_gain'] >= 0.04)} "
         f"({m['pool_gain']:+.4f}; per seed " + ", ".join(f"{g:+.4f}" for g in pool_gain) + ")",
         f"* no language (>= {MIN_QUERIES} queries) loses more than 1 point: {ok(worst >= -0.01)} (worst {worst:+.4f})",
@@ -153,8 +181,9 @@ def summarise(payload: dict) -> None:
          f"plain dev precision above the threshold: {m['max_dev_precision_error'] and round(m['max_dev_precision_error'], 4)})"),
         (f"* time with the pool <= 2x without: {ok(bool(ratios) and m['time_ratio_median'] <= 2)} (median ratio "
          f"{m['time_ratio_median'] and round(m['time_ratio_median'], 2)} over {len(ratios)} seeds; 15-minute load "
-         f"averages without/with: {loads or '-'} on 2 cores)"),
+         f"averages without/with: {loads or '-'} on 2 cores; only seeds whose two runs were timed on one kind of CPU)"),
     ]
+    return m, verdicts
 
 
 def render(payload: dict, out: Path) -> None:
@@ -167,17 +196,15 @@ def render(payload: dict, out: Path) -> None:
              "| seed | run | overall | en | train langs | unseen langs | pool langs | chosen epoch | train s |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in payload["runs"]:
-        for name in ("without", "with", "with-relabel", "with-p90", "augment"):
-            if name not in r:
-                continue
+        for name in (n for n in ARMS if n in r):
             x = r[name]
             g = x["groups"]
-            what = {"without": "without pool", "with": "with pool", "augment": "augmented anchors, no pool",
-                    "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97)",
-                    "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors"}[name]
-            lines.append(f"| {r['seed']} | {what} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
+            lines.append(f"| {r['seed']} | {ARMS[name]} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
                          f"{g['unseen']:.4f} | {x['pool_mrr']:.4f} | {x['chosen_epoch']} | {x['seconds']:.0f} |")
+    on_dev = payload.get("verdicts_dev_threshold")
     lines += ["", "## Targets (issue 11)", "", *payload["verdicts"], "",
+              *(["With the threshold set on dev instead (`calibration_languages=0`):", "", *on_dev, ""]
+                if on_dev else []),
               "## Pool languages, MRR without / with the pool (mean over seeds)", "",
               "| language | queries | base | without | with | gain |", "|---|---:|---:|---:|---:|---:|"]
     for lang in POOL_LANGUAGES:
@@ -190,7 +217,8 @@ def render(payload: dict, out: Path) -> None:
               "| seed | epoch | used | threshold | dev precision | estimated | true |", "|---:|---:|---:|---:|---:|---:|---:|"]
     fmt = lambda v: "–" if v is None else f"{v:.3f}"
     for r in payload["runs"]:
-        extra = [dict(q, epoch=f"{q['epoch']} ({tag})") for tag in ("relabel", "p90") for q in r.get(f"precision-{tag}", [])]
+        extra = [dict(q, epoch=f"{q['epoch']} ({arm})") for arm in ARMS if arm.startswith("with-")
+                 for q in r.get(key("precision", arm), [])]
         for p in r.get("precision", []) + extra:
             lines.append(f"| {r['seed']} | {p['epoch']} | {p['used']} | {fmt(p['threshold'])} | {fmt(p['dev_precision'])} "
                          f"| {fmt(p['estimated_precision'])} | {fmt(p['true_precision'])} |")
@@ -210,8 +238,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true", help="add these seeds to the saved results")
     parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--augment", action="store_true",
-                        help="also run the fine-tune (no pool) on the training queries plus augmented copies")
+    parser.add_argument("--arms", default="without,with",
+                        help="runs to measure per seed, of: without, with (the pool, defaults), with-dev-threshold "
+                             "(the pool, threshold set on dev), augment (no pool, augmented anchors); with --append "
+                             "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
                              "(the same data and call)")
@@ -246,18 +276,23 @@ def main() -> None:
         fresh = {int(s) for s in args.seeds.split(",")}
         payload["runs"] = [r for seed, r in earlier.items() if seed not in fresh]
     args.out.mkdir(parents=True, exist_ok=True)
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(MEASURED):
+        raise SystemExit(f"--arms: unknown {', '.join(sorted(unknown))}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        row = {k: v for k, v in earlier.get(seed, {}).items() if k not in ("without", "with", "augment", "losers",
-                                                                            "precision")}
-        row["seed"] = seed
+        options = {"without": {}, "with": {"unlabelled": unlabelled},
+                   "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
+                   "augment": {"queries": augmented(bench.train_queries, bench.index, seed)}}
+        row = dict(earlier.get(seed, {}), seed=seed)
+        for name in arms:  # measured again
+            for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
+                row.pop(saved_key, None)
         if args.reuse_without:
             row["without"] = reused_without(args.out / "finetune_ha.json", seed, bench.language_groups)
-        runs = [("without", {}), ("with", {"unlabelled": unlabelled})]
-        if args.augment:
-            runs.append(("augment", {"queries": augmented(bench.train_queries, bench.index, seed)}))
-        for name, extra in runs:
+        for name in arms:
             if name in row:
                 continue
+            extra = options[name]
             with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
                 t = time.perf_counter()
                 result = finetune(bench.index, extra.pop("queries", bench.train_queries), out=Path(tmp) / "m",
@@ -268,12 +303,14 @@ def main() -> None:
                          "pool_mrr": round(pool_mrr(report), 4), "chosen_epoch": result.selection.get("chosen_epoch"),
                          "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()},
                          "curve": [p["dev_score"] for p in result.selection.get("curve", [])], "report": report,
-                         "load_avg_15min": round(os.getloadavg()[2], 2), "source": "this script"}
-            if name == "with":
-                row["precision"] = precision_rows(result.selection, result.pseudo_labels, truth)
-                row["unlabelled_stats"] = result.stats.get("unlabelled")
+                         "load_avg_15min": round(os.getloadavg()[2], 2), "cpu": cpu_description(),
+                         "source": "this script"}
+            if name not in NO_POOL:
+                row[key("precision", name)] = precision_rows(result.selection, result.pseudo_labels, truth)
+                row[key("unlabelled_stats", name)] = result.stats.get("unlabelled")
             print(seed, name, row[name]["groups"], "pool", row[name]["pool_mrr"], f"{seconds:.0f}s", flush=True)
-        row["losers"] = losers(row["without"]["report"], row["with"]["report"], points=0.01)  # lost to the pool
+        for name in (n for n in ARMS if n not in NO_POOL and n in row):  # what each lost to the pool
+            row[key("losers", name)] = losers(row["without"]["report"], row[name]["report"], points=0.01)
         payload["runs"].append(row)
         payload["runs"].sort(key=lambda r: r["seed"])
         summarise(payload)
