@@ -129,9 +129,10 @@ ARMS = {"without": "without pool",
         "with-dev-threshold": "with pool, threshold set on dev, every epoch labels (calibration_languages=0)",
         "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
         "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors",
-        "augment": "augmented anchors, no pool"}
-MEASURED = ("without", "with", "with-dev-threshold", "augment")  # the arms this script runs (the others: history)
-NO_POOL = ("without", "augment")
+        "augment": "augmented anchors, no pool",
+        "without-10-epochs": "without pool, up to 10 epochs (as many steps as augment's 5)"}
+MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs")  # run here; the rest: history
+NO_POOL = ("without", "augment", "without-10-epochs")
 
 
 def summarise(payload: dict) -> None:
@@ -142,10 +143,18 @@ def summarise(payload: dict) -> None:
         m["dev_threshold"], payload["verdicts_dev_threshold"] = arm_targets(on_dev, "with-dev-threshold")
     aug = [r for r in rows if "augment" in r]
     if aug:
-        for key in ("unseen", "train", "en"):
-            m[f"augment_{key}_delta"] = statistics.mean(r["augment"]["groups"][key] - r["without"]["groups"][key] for r in aug)
+        for group in ("unseen", "train", "en"):
+            m[f"augment_{group}_delta"] = statistics.mean(
+                r["augment"]["groups"][group] - r["without"]["groups"][group] for r in aug)
         m["augment_pool_delta"] = statistics.mean(r["augment"]["pool_mrr"] - r["without"]["pool_mrr"] for r in aug)
         m["augment_seeds"] = len(aug)
+    controlled = [r for r in aug if "without-10-epochs" in r]  # augment against as many steps without it
+    if controlled:
+        for group in ("overall", "unseen", "train", "en"):
+            m[f"augment_vs_10_epochs_{group}_delta"] = statistics.mean(
+                r["augment"]["groups"][group] - r["without-10-epochs"]["groups"][group] for r in controlled)
+        m["augment_vs_10_epochs_pool_delta"] = statistics.mean(
+            r["augment"]["pool_mrr"] - r["without-10-epochs"]["pool_mrr"] for r in controlled)
     payload["means"] = m
 
 
@@ -240,7 +249,8 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--arms", default="without,with",
                         help="runs to measure per seed, of: without, with (the pool, defaults), with-dev-threshold "
-                             "(the pool, threshold set on dev), augment (no pool, augmented anchors); with --append "
+                             "(the pool, threshold set on dev), augment (no pool, augmented anchors), without-10-epochs "
+                             "(augment's control: as many steps); with --append "
                              "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
@@ -282,7 +292,8 @@ def main() -> None:
     for seed in (int(s) for s in args.seeds.split(",")):
         options = {"without": {}, "with": {"unlabelled": unlabelled},
                    "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
-                   "augment": {"queries": augmented(bench.train_queries, bench.index, seed)}}
+                   "augment": {"queries": augmented(bench.train_queries, bench.index, seed)},
+                   "without-10-epochs": {"epochs": 10}}
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
             for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
