@@ -42,6 +42,7 @@ from .examples import Anchor
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRECISION = 0.97  # measured: at 0.9 on dev, the kept dialect questions were only 54-75 % right
+CALIBRATED_LABELLING_EPOCHS = 2  # with calibration languages, the epochs that give new labels (they sit out)
 AUTO_LANGUAGE_SHARE = 4  # by default a quarter of the training languages calibrate (measured: 2 of 8 on Home Assistant)
 MIN_CLEARING = 10  # a threshold is only trusted when at least this many dev queries clear it
 

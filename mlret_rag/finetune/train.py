@@ -28,7 +28,12 @@ from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard
 from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
 from .memory import check_training_memory
-from .pseudo_labels import PseudoLabeller, calibration_languages, unlabelled_questions
+from .pseudo_labels import (
+    CALIBRATED_LABELLING_EPOCHS,
+    PseudoLabeller,
+    calibration_languages,
+    unlabelled_questions,
+)
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
@@ -437,8 +442,9 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
         )
     dev_texts, dev_targets = [], []
     if languages:  # calibrated on these languages' anchors, untrained while labels are given, not on dev
-        dev_texts = [a.text for a in data.anchors if a.lang in languages]
-        dev_targets = [a.relevant if data.passages else (a.label_id,) for a in data.anchors if a.lang in languages]
+        held_out = [a for a in data.anchors if a.lang in languages]
+        dev_texts = [a.text for a in held_out]
+        dev_targets = [a.relevant if data.passages else (a.label_id,) for a in held_out]
     else:
         position = {r.id: i for i, r in enumerate(data.index)}
         label_ids = {label: i for i, label in enumerate(data.labels)}
@@ -454,7 +460,8 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     questions, stats = unlabelled_questions(questions, known_texts=known)
     per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
     targets = list(range(len(data.index))) if data.passages else list(data.index_label_ids)
-    labelling_epochs = c.labelling_epochs if c.labelling_epochs is not None or not languages else 2
+    labelling_epochs = (c.labelling_epochs if c.labelling_epochs is not None or not languages
+                        else CALIBRATED_LABELLING_EPOCHS)
     if languages:
         stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
                                 "labelling_epochs": labelling_epochs}
