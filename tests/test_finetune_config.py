@@ -53,6 +53,7 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"false_negative_share": 0}, r"false_negative_share must be a number in \(0, 1\]"),
     ({"train_ratio": 0}, "train_ratio must be a number strictly between 0 and 1"),
     ({"overwrite": "yes"}, "overwrite must be True or False"),
+    ({"augment": 1}, "augment must be True or False"),
     ({"group_by": ""}, "group_by must be a metadata key"),
 ])
 def test_a_bad_option_is_refused_naming_it(options, message):

@@ -60,6 +60,9 @@ def finetune_command(
     one_language_per_batch: Annotated[bool, typer.Option(
         "--one-language-per-batch", help="Build each batch from one anchor language.",
         rich_help_panel=_SAMPLING)] = False,
+    augment: Annotated[bool, typer.Option(
+        "--augment", help="Add a code-switched or noisy copy of every training query (intent KBs; doubles "
+        "the steps per epoch).", rich_help_panel=_SAMPLING)] = False,
     group_by: Annotated[str | None, typer.Option(
         "--group-by", help="Passage KBs: metadata key (e.g. a document id) whose passages are never each other's negatives.",
         rich_help_panel=_SAMPLING)] = None,
@@ -105,7 +108,7 @@ def finetune_command(
 
     config = FinetuneConfig(
         negatives=negatives, negatives_per_anchor=negatives_per_anchor, temperature=temperature,
-        similarity=similarity, one_language_per_batch=one_language_per_batch, group_by=group_by,
+        similarity=similarity, one_language_per_batch=one_language_per_batch, group_by=group_by, augment=augment,
         train_ratio=train_ratio, epochs=epochs, patience=patience, dev_share=dev_share, batch_size=batch_size,
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, bf16=bf16, interpolate=interpolate,
@@ -136,7 +139,8 @@ def summary_lines(result: Any) -> str:
         skipped = (f"{s.get('queries_label_not_in_kb', 0)} queries with a label not in the KB and "
                    f"{s.get('queries_without_label', 0)} without a label skipped")
         what = f"{s['labels']} labels, {s['index_records']} KB records"
-    lines = [(f"fine-tuned on {s['examples']} anchors ({what}; {skipped}) in {result.seconds:.0f} s; "
+    synthetic = f"{s['augmented_anchors']} of them synthetic copies (--augment); " if s.get("augmented_anchors") else ""
+    lines = [(f"fine-tuned on {s['examples']} anchors ({what}; {synthetic}{skipped}) in {result.seconds:.0f} s; "
              f"saved to {result.out}")]
     if sel.get("curve"):
         lines.append(f"chosen on {sel['on']}; metric: {sel['metric']}")

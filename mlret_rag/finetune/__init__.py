@@ -3,7 +3,8 @@
 One concept per module: :mod:`.split` (index/training split), :mod:`.label_similarity`,
 :mod:`.negatives` (standard / weighted / hard), :mod:`.examples` (anchor, positive, negatives),
 :mod:`.epochs` (examples redrawn per epoch), :mod:`.dev` (dev split, selection, language guard),
-:mod:`.memory` (peak-memory check), :mod:`.pseudo_labels` (self-training on unlabelled questions), :mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
+:mod:`.memory` (peak-memory check), :mod:`.pseudo_labels` (self-training on unlabelled questions),
+:mod:`.augment` (code-switched and noisy anchor copies), :mod:`.sampler` (batches), :mod:`.loss` (label-masked InfoNCE), :mod:`.translate` (translator hook),
 :mod:`.card` (model card), :mod:`.config` (:class:`FinetuneConfig`, every option) and :mod:`.train` (:func:`finetune`). Heavy libraries load on first use.
 """
 
@@ -22,6 +23,7 @@ _EXPORTS = {
     "centroid_similarity": ".label_similarity", "label_similarity": ".label_similarity",
     "confusion_similarity": ".label_similarity", "anchor_similarity": ".label_similarity",
     "SIMILARITIES": ".label_similarity",
+    "augmented_anchors": ".augment",
     "Anchor": ".examples", "Example": ".examples", "build_examples": ".examples",
     "prepare_training_data": ".data", "TrainingData": ".data", "EpochExamples": ".epochs",
     "split_dev": ".dev", "DevSplit": ".dev", "dev_score": ".dev", "language_guard": ".dev",
@@ -54,6 +56,7 @@ __all__ = [
     "TrainingMemoryError",
     "Translator",
     "anchor_similarity",
+    "augmented_anchors",
     "build_examples",
     "calibration_languages",
     "centroid_similarity",

@@ -54,6 +54,9 @@ class FinetuneConfig:
             of the anchor's best relevant passage.
         train_ratio: share of labelled KB rows used as anchors when there are no training queries.
         translate_to: render training rows into these languages (needs a translator; no training queries).
+        augment: add one synthetic copy of every labelled training anchor, code-switched with a same-label
+            KB text or with character noise (:mod:`mlret_rag.finetune.augment`); intent KBs only. Off by
+            default: it doubles the steps per epoch (README, "Self-training").
 
     Schedule (chosen on dev data, :mod:`mlret_rag.finetune.dev`):
         epochs: most passes over the training anchors (dev selection usually stops earlier).
@@ -106,6 +109,7 @@ class FinetuneConfig:
     false_negative_share: float = field(default=0.95, metadata=_in("sampling"))
     train_ratio: float = field(default=0.3, metadata=_in("sampling"))
     translate_to: tuple[str, ...] = field(default=(), metadata=_in("sampling"))
+    augment: bool = field(default=False, metadata=_in("sampling"))
 
     epochs: int = field(default=DEFAULT_EPOCHS, metadata=_in("schedule"))
     patience: int = field(default=DEFAULT_PATIENCE, metadata=_in("schedule"))
@@ -234,7 +238,7 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"labelling_epochs must be a positive integer or None, got {c.labelling_epochs!r}"),
         (integer(c.seed, 0), f"seed must be an integer >= 0, got {c.seed!r}"),
     ]
-    flags = ("one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "check_memory", "overwrite",
+    flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "check_memory", "overwrite",
              "show_progress_bar")
     checks += [(isinstance(getattr(c, name), bool), f"{name} must be True or False, got {getattr(c, name)!r}")
                for name in flags]

@@ -21,6 +21,7 @@ import numpy as np
 from .._quiet import quiet_transformers
 from ..errors import KnowledgeBaseError, OutputExistsError
 from ..kb import KBRecord, QueryRecord, as_kb_records, as_query_records
+from .augment import augmented_anchors
 from .card import CARD_FILE, write_card
 from .config import FinetuneConfig
 from .data import TrainingData, prepare_training_data
@@ -130,6 +131,10 @@ def finetune(
         pseudo_labels_per_epoch=None if labeller is None else labeller.per_epoch,
     )
     _check_fits_data(c, data, dev)
+    if c.augment:  # after the dev split and the labeller's calibration choice: copies train, never score
+        anchors = augmented_anchors(data.anchors, [r.text for r in data.index], data.index_label_ids, c.seed)
+        data = replace(data, anchors=anchors, stats=dict(data.stats, anchors=len(anchors),
+                                                         augmented_anchors=len(anchors) - len(data.anchors)))
 
     import transformers
 
@@ -190,6 +195,9 @@ def _check_fits_data(c: FinetuneConfig, data: TrainingData, dev: _Dev | None) ->
     """The option checks that depend on the data or the launch (the others are FinetuneConfig's own)."""
     if c.similarity != "centroid" and data.passages:
         raise ValueError(f"similarity={c.similarity!r} needs labels; passage KBs use 'centroid' (passage cosine)")
+    if c.augment and data.passages:
+        raise ValueError("augment=True (--augment) mixes an anchor with a same-label KB text and is measured on "
+                         "intent KBs only; passage KBs (relevant_ids) train without it")
     if c.max_seconds is not None and _distributed():
         raise ValueError("max_seconds would stop the processes of a distributed run at different steps; use max_steps")
     if c.interpolate and dev is None:
