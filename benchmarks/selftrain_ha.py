@@ -167,18 +167,23 @@ def augment_lines(payload: dict) -> list:
         lines.append(f"| {r['seed']} | " + " | ".join(f"{delta(r, g):+.4f}" for g in names)
                      + f" | {pool(r):+.4f} | {r['augment']['chosen_epoch']} / {r['without-10-epochs']['chosen_epoch']} "
                      f"| {r['augment']['seconds']:.0f} / {r['without-10-epochs']['seconds']:.0f} |")
-    lines.append("| mean | " + " | ".join(f"{statistics.mean(delta(r, g) for r in rows):+.4f}" for g in names)
-                 + f" | {statistics.mean(pool(r) for r in rows):+.4f} | | |")
+    m = payload["means"]  # summarise's means over these seeds
+    lines.append("| mean | " + " | ".join(f"{m[f'augment_vs_10_epochs_{g}_delta']:+.4f}" for g in names)
+                 + f" | {m['augment_vs_10_epochs_pool_delta']:+.4f} | | |")
     lines += ["", "| pool language | " + " | ".join(f"seed {r['seed']}" for r in rows) + " | mean |",
               "|---|" + "---:|" * (len(rows) + 1)]
     for lang in POOL_LANGUAGES:
         d = [r["augment"]["per_language"][lang] - r["without-10-epochs"]["per_language"][lang] for r in rows]
         lines.append(f"| {lang} | " + " | ".join(f"{x:+.4f}" for x in d) + f" | {statistics.mean(d):+.4f} |")
     lines += ["", f"Languages (>= {MIN_QUERIES} queries) losing more than 1 point with augmentation against its control:", ""]
-    lines += [f"* seed {r['seed']}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in
-                                         losers(r["without-10-epochs"]["report"], r["augment"]["report"], points=0.01))
-                                         or "none") for r in rows]
+    lines += [loser_line(r["seed"], losers(r["without-10-epochs"]["report"], r["augment"]["report"], points=0.01))
+              for r in rows]
     return lines
+
+
+def loser_line(seed: int, lost: list) -> str:
+    """One seed's languages losing more than a point, for the md."""
+    return f"* seed {seed}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in lost) or "none")
 
 
 def render(payload: dict, out: Path) -> None:
@@ -218,8 +223,7 @@ def render(payload: dict, out: Path) -> None:
             lines.append(f"| {r['seed']} | {p['epoch']} | {p['used']} | {fmt(p['threshold'])} | {fmt(p['dev_precision'])} "
                          f"| {fmt(p['estimated_precision'])} | {fmt(p['true_precision'])} |")
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
-    lines += [f"* seed {r['seed']}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in r["losers"])
-                                         or "none") for r in payload["runs"] if "losers" in r]
+    lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += augment_lines(payload)
     (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
     first = next(r for r in payload["runs"] if "with" in r)
