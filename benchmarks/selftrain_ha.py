@@ -83,8 +83,9 @@ ARMS = {"without": "without pool",
         "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
         "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors",
         "augment": "no pool, augment=True (a code-switched or noisy copy of every training query)",
-        "without-10-epochs": "without pool, up to 10 epochs (as many steps as augment's 5)"}
-MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs")  # run here; the rest: history
+        "without-10-epochs": "without pool, up to 10 epochs (as many steps as augment's 5)",
+        "with-augment": "with pool and augment=True (both options)"}
+MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment")  # run here; the rest: history
 NO_POOL = ("without", "augment", "without-10-epochs")
 
 
@@ -181,6 +182,30 @@ def augment_lines(payload: dict) -> list:
     return lines
 
 
+def pool_on_augment_lines(payload: dict) -> list:
+    """The pool on top of ``augment=True``: both options against augmentation alone, per seed."""
+    rows = [r for r in payload["runs"] if "with-augment" in r and "augment" in r]
+    if not rows:
+        return []
+    names = ("overall", "en", "train", "unseen")
+    delta = lambda r, g: r["with-augment"]["groups"][g] - r["augment"]["groups"][g]
+    pool = [r["with-augment"]["pool_mrr"] - r["augment"]["pool_mrr"] for r in rows]
+    lines = ["", "## The pool on top of augmentation (`augment=True` and `unlabelled=pool`)", "",
+             "Differences (pool and augment) − (augment alone), same seeds:", "",
+             "| seed | overall | en | train langs | unseen langs | pool langs | chosen epochs | s (both / augment) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r, gain in zip(rows, pool):
+        lines.append(f"| {r['seed']} | " + " | ".join(f"{delta(r, g):+.4f}" for g in names)
+                     + f" | {gain:+.4f} | {r['with-augment']['chosen_epoch']} / {r['augment']['chosen_epoch']} "
+                     f"| {r['with-augment']['seconds']:.0f} / {r['augment']['seconds']:.0f} |")
+    lines.append("| mean | " + " | ".join(f"{statistics.mean(delta(r, g) for r in rows):+.4f}" for g in names)
+                 + f" | {statistics.mean(pool):+.4f} | | |")
+    lines += ["", f"Languages (>= {MIN_QUERIES} queries) losing more than 1 point to the pool on top of augmentation:", ""]
+    lines += [loser_line(r["seed"], losers(r["augment"]["report"], r["with-augment"]["report"], points=0.01))
+              for r in rows]
+    return lines
+
+
 def loser_line(seed: int, lost: list) -> str:
     """One seed's languages losing more than a point, for the md."""
     return f"* seed {seed}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in lost) or "none")
@@ -225,6 +250,7 @@ def render(payload: dict, out: Path) -> None:
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += augment_lines(payload)
+    lines += pool_on_augment_lines(payload)
     (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
     first = next(r for r in payload["runs"] if "with" in r)
     plot_per_language({"base": payload["base"], "without pool": first["without"]["report"],
@@ -241,7 +267,7 @@ def main() -> None:
     parser.add_argument("--arms", default="without,with",
                         help="runs to measure per seed, of: without, with (the pool, defaults), with-dev-threshold "
                              "(the pool, threshold set on dev), augment (no pool, augmented anchors), without-10-epochs "
-                             "(augment's control: as many steps); with --append "
+                             "(augment's control: as many steps), with-augment (the pool and augment); with --append "
                              "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
@@ -284,7 +310,8 @@ def main() -> None:
         options = {"without": {}, "with": {"unlabelled": unlabelled},
                    "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
                    "augment": {"augment": True},
-                   "without-10-epochs": {"epochs": 10}}
+                   "without-10-epochs": {"epochs": 10},
+                   "with-augment": {"unlabelled": unlabelled, "augment": True}}
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
             for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
