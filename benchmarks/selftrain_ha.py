@@ -35,6 +35,17 @@ POOL_LANGUAGES = ("de-CH", "eu", "ga", "lb", "lt", "lv")
 POOL_SIZE = 2000
 
 
+def pool_benchmark() -> tuple:
+    """The benchmark, its pool (a seeded sample, with true labels) and the pool as given to the library (texts only)."""
+    from mlret_rag.datasets.home_assistant import build_intent_benchmark
+    from mlret_rag.kb import QueryRecord
+
+    bench = build_intent_benchmark(kb_per_intent=20, train_per_intent=3, eval_per_intent=4, seed=0,
+                                   pool_languages=POOL_LANGUAGES, pool_per_intent=40)
+    pool = random.Random(0).sample(bench.unlabelled_pool, min(POOL_SIZE, len(bench.unlabelled_pool)))
+    return bench, pool, [QueryRecord(q.text, lang=q.lang) for q in pool]  # no labels reach the library
+
+
 def pool_mrr(report: dict) -> float:
     per = report["per_language"]
     return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
@@ -281,16 +292,11 @@ def main() -> None:
         return
 
     from mlret_rag import MultilingualEncoder
-    from mlret_rag.datasets.home_assistant import build_intent_benchmark
     from mlret_rag.evaluate import evaluate
     from mlret_rag.finetune import finetune
-    from mlret_rag.kb import QueryRecord
 
-    bench = build_intent_benchmark(kb_per_intent=20, train_per_intent=3, eval_per_intent=4, seed=0,
-                                   pool_languages=POOL_LANGUAGES, pool_per_intent=40)
-    pool = random.Random(0).sample(bench.unlabelled_pool, min(POOL_SIZE, len(bench.unlabelled_pool)))
+    bench, pool, unlabelled = pool_benchmark()
     truth = {q.text: q.label for q in pool}
-    unlabelled = [QueryRecord(q.text, lang=q.lang) for q in pool]  # no labels reach the library
     base = evaluate(MultilingualEncoder(), bench.index, bench.eval_queries, name="base")
     payload = {"benchmark": "home-assistant-intents, English KB, unlabelled pool",
                "data": {"index": len(bench.index), "train_queries": len(bench.train_queries),
