@@ -88,8 +88,21 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
     from mlret_rag.finetune import PseudoLabeller, finetune
     from mlret_rag.finetune import pseudo_labels as module
 
-    calls, rounds, labelled = [], [], set()
+    calls, texts, rounds = [], [], []
     original_margins, original_round = module.target_margins, PseudoLabeller.round
+
+    class RecordingEncoder:
+        """The run's encoder, noting which texts each ``encode_queries`` call encodes."""
+
+        def __init__(self, encoder):
+            self.encoder = encoder
+
+        def __getattr__(self, name):
+            return getattr(self.encoder, name)
+
+        def encode_queries(self, queries, *args, **kwargs):
+            texts.append(list(queries))
+            return self.encoder.encode_queries(queries, *args, **kwargs)
 
     def recording_margins(query_vecs, index_vecs, index_targets):
         calls.append((np.asarray(query_vecs), np.asarray(index_vecs), list(index_targets)))
@@ -97,17 +110,14 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
 
     def recording_round(labeller, encoder, epoch):
         calls.clear()
-        anchors, report = original_round(labeller, encoder, epoch)
+        texts.clear()
+        anchors, report = original_round(labeller, RecordingEncoder(encoder), epoch)
         if labeller.labelling(epoch):
-            fresh = [q.text for q in labeller.questions if q.text not in labelled]
-            (dev_vecs, index_vecs, targets), (pool_vecs, _, _) = calls
-            assert len(pool_vecs) == len(fresh), "the questions labelled so far must all be trained on"
+            (dev_vecs, index_vecs, targets), (pool_vecs, _, _) = calls  # calibration queries, then new questions
             rounds.append({"epoch": epoch + 1, "threshold": report["threshold"], "dev_vecs": dev_vecs,
-                           "dev_targets": labeller.dev_targets, "pool_vecs": pool_vecs, "pool_texts": fresh,
+                           "dev_targets": labeller.dev_targets, "pool_vecs": pool_vecs, "pool_texts": texts[-1],
                            "index_vecs": index_vecs, "index_targets": targets,
                            "index_texts": list(labeller.index_texts)})
-            labelled.update(a.text for a in anchors)
-            assert len(labelled) == report["labelled"], "pseudo_labels_per_epoch left labels out"
         elif rounds:
             raise _LabellingOver
         return anchors, report
