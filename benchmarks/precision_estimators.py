@@ -43,20 +43,12 @@ class _LabellingOver(Exception):
     """Raised to end a run once its labelling epochs are captured."""
 
 
-def target_scores(query_vecs, index_vecs, index_targets) -> np.ndarray:
-    """Per query, each target's score (its best index record), as the library scores them."""
-    scores = np.asarray(query_vecs, dtype=np.float64) @ np.asarray(index_vecs, dtype=np.float64).T
-    targets = np.asarray(index_targets)
-    out = np.full((len(scores), targets.max() + 1), -np.inf)
-    for t in np.unique(targets[targets >= 0]):
-        out[:, t] = scores[:, targets == t].max(axis=1)
-    return out
-
-
-def features(per_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best target per query, and (margin over the runner-up, best score) per query."""
-    top = -np.sort(-per_target, axis=1)[:, :2]
-    return per_target.argmax(axis=1), np.c_[top[:, 0] - top[:, 1], top[:, 0]]
+def features(call: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Best target per query (as the library chose it) and (its margin, its score) per query."""
+    query_vecs, index_vecs, index_targets, best, margin = call
+    scores = query_vecs.astype(np.float64) @ index_vecs.astype(np.float64).T
+    top = scores[:, np.asarray(index_targets) >= 0].max(axis=1)  # the best target scores as its best record
+    return best, np.c_[margin, top]
 
 
 def estimates(dev_x: np.ndarray, dev_ok: np.ndarray, pool_x: np.ndarray, threshold: float) -> dict:
@@ -105,18 +97,19 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
             return self.encoder.encode_queries(queries, *args, **kwargs)
 
     def recording_margins(query_vecs, index_vecs, index_targets):
-        calls.append((np.asarray(query_vecs), np.asarray(index_vecs), list(index_targets)))
-        return original_margins(query_vecs, index_vecs, index_targets)
+        best, margin = original_margins(query_vecs, index_vecs, index_targets)
+        calls.append((np.asarray(query_vecs), np.asarray(index_vecs), list(index_targets), best, margin))
+        return best, margin
 
     def recording_round(labeller, encoder, epoch):
         calls.clear()
         texts.clear()
         anchors, report = original_round(labeller, RecordingEncoder(encoder), epoch)
         if labeller.labelling(epoch):
-            (dev_vecs, index_vecs, targets), (pool_vecs, _, _) = calls  # calibration queries, then new questions
-            rounds.append({"epoch": epoch + 1, "threshold": report["threshold"], "dev_vecs": dev_vecs,
-                           "dev_targets": labeller.dev_targets, "pool_vecs": pool_vecs, "pool_texts": texts[-1],
-                           "index_vecs": index_vecs, "index_targets": targets,
+            dev_call, pool_call = calls  # calibration queries, then the new questions
+            rounds.append({"epoch": epoch + 1, "threshold": report["threshold"], "dev_call": dev_call,
+                           "dev_targets": labeller.dev_targets, "pool_call": pool_call, "pool_texts": texts[-1],
+                           "index_targets": dev_call[2],
                            "index_texts": list(labeller.index_texts)})
         elif rounds:
             raise _LabellingOver
@@ -136,9 +129,8 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
 
 def measured(round_: dict, truth: dict, label_names: dict) -> dict:
     """True and estimated precision of one epoch's new labels."""
-    targets = round_["index_targets"]
-    dev_best, dev_x = features(target_scores(round_["dev_vecs"], round_["index_vecs"], targets))
-    pool_best, pool_x = features(target_scores(round_["pool_vecs"], round_["index_vecs"], targets))
+    dev_best, dev_x = features(round_["dev_call"])
+    pool_best, pool_x = features(round_["pool_call"])
     dev_ok = np.array([b in t for b, t in zip(dev_best.tolist(), round_["dev_targets"])])
     pool_ok = np.array([label_names[b] == truth[t] for b, t in zip(pool_best.tolist(), round_["pool_texts"])])
     kept = pool_x[:, 0] >= round_["threshold"]
