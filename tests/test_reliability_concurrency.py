@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chroma_server import chroma_server_address  # noqa: F401 (fixture)
+from chroma_server import HOST, ServerProxy, chroma_server_address  # noqa: F401 (fixture)
 from filelock import FileLock
 from support import kill_when_committed
 from typer.testing import CliRunner
@@ -185,8 +185,16 @@ def test_index_workers_shard_a_kb_into_one_server_and_a_killed_worker_converges(
     where = ["--host", host, "--port", str(port)]
     one = run_mlret("index", "--kb", str(kb), *where, "--collection", "one", "--quiet", "--batch-size", "32")
     assert one.returncode == 0, one.stderr
-    two = run_mlret("index", "--kb", str(kb), *where, "--collection", "two", "--workers", "2", "--batch-size", "32")
+    proxy = ServerProxy(chroma_server_address)  # the workers get the header in their environment, not argv
+    try:
+        two = run_mlret("index", "--kb", str(kb), "--host", HOST, "--port", str(proxy.port), "--collection", "two",
+                        "--workers", "2", "--batch-size", "32", "--header", "X-Team=search")
+        heads = proxy.requests()
+    finally:
+        proxy.close()
     assert two.returncode == 0, two.stderr
+    assert sum(h.startswith("post ") and "/add " in h for h in heads) >= 2  # the workers' writes went through it
+    assert all("\r\nx-team: search" in h for h in heads)
     assert "with 2 workers" in two.stdout and "320 stored" in two.stdout
     shards = [line for line in two.stdout.splitlines() if line.startswith("worker ")]
     assert len(shards) == 2 and all("(shard " in line for line in shards)

@@ -265,6 +265,38 @@ def test_cli_location_options_are_checked_once(tmp_path):
             assert "\n" not in line and line.startswith("error: ") and message in line, (command, args, line)
 
 
+def test_cli_headers_from_the_environment_are_checked_and_never_echoed(tmp_path):
+    for value, message in {
+        "not json s3cret": "$MLRET_CHROMA_HEADERS must be a JSON object of header names to string values",
+        '["X-A", "s3cret"]': "must be a JSON object",
+        '{"X-A": 5}': "must be a JSON object",
+        '{"X-A": "s3cret", "x-a": "s3cret"}': "$MLRET_CHROMA_HEADERS x-a is given twice",
+        '{"bad name": "s3cret"}': "'bad name' is not an HTTP header name",
+    }.items():
+        result = CliRunner(env={"MLRET_CHROMA_HEADERS": value}).invoke(app, ["check", "--host", HOST])
+        assert result.exit_code == 1 and message in result.stderr and "s3cret" not in result.stderr, (value, result.stderr)
+    result = CliRunner(env={"MLRET_CHROMA_HEADERS": '{"X-A": "b"}'}).invoke(app, ["check", "--db", str(tmp_path / "db")])
+    assert result.exit_code == 1 and "$MLRET_CHROMA_HEADERS needs --host" in result.stderr
+
+
+def test_cli_headers_from_the_environment_reach_the_server_unless_header_is_given(chroma_server_address,  # noqa: F811
+                                                                                   name):
+    proxy = ServerProxy(chroma_server_address)
+    runner = CliRunner(env={"MLRET_CHROMA_HEADERS": '{"X-Team": "search", "X-Trace": "a=b"}'})
+    try:
+        where = ["--host", HOST, "--port", str(proxy.port), "--collection", name]
+        result = runner.invoke(app, ["check", *where])
+        assert result.exit_code == 1 and f"has no collection '{name}'" in result.stderr
+        heads = proxy.requests()
+        assert heads and all("\r\nx-team: search" in h and "\r\nx-trace: a=b" in h for h in heads)
+        result = runner.invoke(app, ["check", *where, "--header", "X-Other=1"])  # --header replaces the variable
+        assert result.exit_code == 1
+        later = proxy.requests()[len(heads):]
+        assert later and all("\r\nx-other: 1" in h and "x-team" not in h for h in later)
+    finally:
+        proxy.close()
+
+
 def test_cli_header_and_ssl_reach_the_server(chroma_server_address, name):  # noqa: F811
     host, port = chroma_server_address
     proxy = ServerProxy(chroma_server_address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -26,7 +27,9 @@ DB_HELP = "Embedded Chroma folder (default: $MLRET_HOME/db). Not with --host."
 HOST_HELP = "Chroma server host (use with --port) instead of an embedded folder."
 PORT_HELP = "Chroma server port (default 8000)."
 SSL_HELP = "Talk https to the Chroma server (--host)."
-HEADER_HELP = "Extra HTTP header sent to the Chroma server, KEY=VALUE (repeatable)."
+HEADER_HELP = ("Extra HTTP header sent to the Chroma server, KEY=VALUE (repeatable; or set MLRET_CHROMA_HEADERS to "
+               "a JSON object, which keeps the values off the command line).")
+HEADERS_ENV = "MLRET_CHROMA_HEADERS"  # {"KEY": "VALUE", ...}: the headers when --header is not given
 TENANT_HELP = "Chroma tenant (default: Chroma's default_tenant)."
 DATABASE_HELP = "Chroma database within the tenant (default: default_database)."
 TOKEN_HELP = "Bearer token for a Chroma server that requires one (or set MLRET_CHROMA_TOKEN)."
@@ -87,36 +90,60 @@ def parse_location(
     auth_token: str | None = None,
     timeout: float | None = None,
 ) -> StoreLocation:
-    """The :class:`StoreLocation` the location options give (``--header KEY=VALUE``, repeatable)."""
+    """The :class:`StoreLocation` the location options give (``--header KEY=VALUE``, repeatable, or else
+    ``$MLRET_CHROMA_HEADERS``)."""
     if db is not None and host is not None:
         raise MlretError("give either --db (embedded folder) or --host/--port (Chroma server), not both")
+    headers, headers_from = _given_headers(header)
     if host is None:
-        alone = [opt for opt, given in (("--port", port is not None), ("--ssl", bool(ssl)), ("--header", bool(header)))
+        alone = [opt for opt, given in (("--port", port is not None), ("--ssl", bool(ssl)), (headers_from, bool(headers)))
                  if given]
         if alone:
             raise MlretError(f"{', '.join(alone)} need{'s' if len(alone) == 1 else ''} --host")
-    headers: dict[str, str] = {}
-    for item in header or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise MlretError("--header must look like KEY=VALUE, got one without '=' or a name")  # no value: a secret
-        if name.strip().lower() in {n.lower() for n in headers}:
-            raise MlretError(f"--header {name.strip()} is given twice")
-        headers[name.strip()] = value
     return StoreLocation(path=db, host=host, port=port, ssl=bool(ssl), headers=headers, auth_token=auth_token,
                          tenant=tenant, database=database, timeout=timeout)
 
 
+class _JSONObject(list):
+    """A JSON object as its (name, value) pairs, in order and with any repeated name."""
+
+
+def _given_headers(header: list[str] | None) -> tuple[dict[str, str], str]:
+    """The headers of ``--header`` (or, when none is given, of ``$MLRET_CHROMA_HEADERS``) and which gave them.
+    Messages name the header, never a value: it may be a secret."""
+    if header:
+        pairs, given_as = [], "--header"
+        for item in header:
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip():
+                raise MlretError("--header must look like KEY=VALUE, got one without '=' or a name")
+            pairs.append((name, value))
+    else:
+        given_as = "$" + HEADERS_ENV
+        try:
+            pairs = json.loads(os.environ.get(HEADERS_ENV) or "{}", object_pairs_hook=_JSONObject)
+        except json.JSONDecodeError:
+            pairs = None
+        if not isinstance(pairs, _JSONObject) or not all(isinstance(value, str) for _, value in pairs):
+            raise MlretError(f"{given_as} must be a JSON object of header names to string values, "
+                             'e.g. {"X-Team": "search"}')
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        if name.strip().lower() in {n.lower() for n in headers}:
+            raise MlretError(f"{given_as} {name.strip()} is given twice")
+        headers[name.strip()] = value
+    return headers, given_as
+
+
 def location_args(location: StoreLocation) -> list[str]:
     """The options that give ``location`` again (the inverse of :func:`parse_location`), e.g. for the
-    worker processes of ``mlret index --workers``; all but the auth token, which goes in
-    ``$MLRET_CHROMA_TOKEN`` (:func:`location_env`) so that ``ps`` does not show it."""
+    worker processes of ``mlret index --workers``; all but the auth token and the headers, which go in
+    ``$MLRET_CHROMA_TOKEN`` and ``$MLRET_CHROMA_HEADERS`` (:func:`location_env`) so that ``ps`` does not
+    show them."""
     out = ["--db", str(location.path)] if location.path is not None else []
     if location.host is not None:
         out += ["--host", location.host, "--port", str(location.port)]
     out += ["--ssl"] if location.ssl else []
-    for name, value in location.headers.items():
-        out += ["--header", f"{name}={value}"]
     for option, value in (("--tenant", location.tenant), ("--database", location.database),
                           ("--timeout", location.timeout)):
         if value is not None:
@@ -125,8 +152,10 @@ def location_args(location: StoreLocation) -> list[str]:
 
 
 def location_env(location: StoreLocation) -> dict[str, str]:
-    """The environment that, with :func:`location_args`, gives ``location`` again (the auth token)."""
-    return {} if location.auth_token is None else {"MLRET_CHROMA_TOKEN": location.auth_token}
+    """The environment that, with :func:`location_args`, gives ``location`` again (auth token, headers).
+    The headers are always set, so that ``$MLRET_CHROMA_HEADERS`` of the caller's environment cannot add to them."""
+    token = {} if location.auth_token is None else {"MLRET_CHROMA_TOKEN": location.auth_token}
+    return {**token, HEADERS_ENV: json.dumps(dict(location.headers))}
 
 
 def one_line_errors(func: F) -> F:
