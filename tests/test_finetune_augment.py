@@ -97,5 +97,5 @@ def test_cli_augment_trains_on_one_copy_per_training_anchor_and_keeps_dev_untouc
     trained = len(train) - dev
     assert card["data"]["augmented_anchors"] == trained and card["data"]["anchors"] == 2 * trained
     assert card["sampling"]["augment"] is True and plain_card["sampling"]["augment"] is False
-    assert f"{trained} of them synthetic copies (--augment)" in res.output
+    assert f"{trained} of the {2 * trained} labelled anchors are synthetic copies (--augment)" in res.output
     assert "synthetic copies" not in plain.output

@@ -139,7 +139,8 @@ def summary_lines(result: Any) -> str:
         skipped = (f"{s.get('queries_label_not_in_kb', 0)} queries with a label not in the KB and "
                    f"{s.get('queries_without_label', 0)} without a label skipped")
         what = f"{s['labels']} labels, {s['index_records']} KB records"
-    synthetic = f"{s['augmented_anchors']} of them synthetic copies (--augment); " if s.get("augmented_anchors") else ""
+    synthetic = (f"{s['augmented_anchors']} of the {s['anchors']} labelled anchors are synthetic copies (--augment); "
+                 if s.get("augmented_anchors") else "")
     lines = [(f"fine-tuned on {s['examples']} anchors ({what}; {synthetic}{skipped}) in {result.seconds:.0f} s; "
              f"saved to {result.out}")]
     if sel.get("curve"):
