@@ -51,7 +51,8 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert "## Pseudo-labelled questions (self-training)" in (out / "README.md").read_text()
 
 
-def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labelling_epochs(tmp_path):
+@pytest.mark.parametrize("augment", [False, True])
+def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labelling_epochs(tmp_path, augment):
     kb = _demo_kb_file(tmp_path)
     train = load_queries(demo_train_questions_path())
     queries = _write(tmp_path / "train.jsonl", [{"text": q.text, "label": q.label, "lang": q.lang} for q in train])
@@ -60,9 +61,11 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--queries", str(queries), "--unlabelled", str(pool),
                                    "--out", str(out), "--epochs", "2", "--batch-size", "16",
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
-                                   "--labelling-epochs", "1", "--quiet"])
+                                   "--labelling-epochs", "1", "--quiet", *(["--augment"] if augment else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
+    copies = 2 if augment else 1  # a synthetic copy keeps its language: it sits out with its anchor
+    assert card["data"].get("augmented_anchors", 0) == (copies - 1) * sum(card["data"]["anchors_per_language"].values())
     calibration = card["data"]["unlabelled"]["calibration"]
     langs = calibration["languages"]
     per_language = card["data"]["anchors_per_language"]
@@ -74,8 +77,8 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     assert first["labelling"] and first["calibrated_on"] == langs and first["threshold"] is not None
     assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]
     assert "epoch 2 pseudo-labels: no new one (labelling epochs over)" in res.output
-    # the first epoch trained without the calibration languages' queries
-    assert card["data"]["examples"] == card["data"]["anchors"] - calibration["queries"] + first["used"]
+    # the first epoch trained without the calibration languages' queries (nor their copies, which never calibrate)
+    assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
     assert card["data"]["anchors_without_positive"] == 0
     assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"
             in (out / "README.md").read_text())
