@@ -1,8 +1,8 @@
 """Can the pseudo-labels' precision be estimated honestly? Label-free estimators against the true precision.
 
-The data and the ``finetune(kb, queries, unlabelled=pool)`` call of ``selftrain_ha.py``. During each
-labelling epoch (the first 2 by default) the run's calibration queries, unlabelled questions and index
-are captured as the library encodes them; the run stops after the last labelling epoch. For the questions
+The data and the ``finetune(kb, queries, unlabelled=pool, labelling_epochs=2)`` call of ``selftrain_ha.py``
+(two labelling epochs: the default until 2026-12-03). During each labelling epoch the run's calibration
+queries, unlabelled questions and index are captured as the library encodes them; the run stops after the last labelling epoch. For the questions
 newly labelled in each epoch, the precision measured on the pool's true labels is set against:
 
 * ``isotonic`` -- the library's estimate (:func:`mlret_rag.finetune.estimated_precision`): the calibration
@@ -119,7 +119,7 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
     try:
         with tempfile.TemporaryDirectory(prefix="mlret-estimators-") as tmp:
             finetune(bench.index, bench.train_queries, out=Path(tmp) / "m", seed=seed, show_progress_bar=False,
-                     unlabelled=unlabelled)
+                     unlabelled=unlabelled, labelling_epochs=2)
     except _LabellingOver:
         pass
     finally:
@@ -145,7 +145,8 @@ def render(payload: dict, out: Path) -> None:
     gaps = {name: max(abs(e["estimates"][name] - e["true_precision"]) for _, e in rows) for name in ESTIMATORS}
     payload["largest_gap"] = {k: round(v, 4) for k, v in gaps.items()}
     lines = ["# Pseudo-label precision: label-free estimators against the true precision", "",
-             ("The Home Assistant pool of `selftrain_ha.py`, default self-training; each labelling epoch's new "
+             ("The Home Assistant pool of `selftrain_ha.py`, self-training with 2 labelling epochs (the default until "
+              "2026-12-03); each labelling epoch's new "
               "labels. Calibration queries: the held-out training languages. See the script's docstring for "
               "the estimators."), "",
              "| seed | epoch | new labels | calibration acc. | pool acc. | true precision | "

@@ -89,14 +89,17 @@ def key(kind: str, arm: str) -> str:
 
 
 ARMS = {"without": "without pool",
-        "with": "with pool (defaults: threshold set on the 2 training languages that sit out the 2 labelling epochs)",
+        "with": "with pool (defaults: threshold set on the 2 training languages that sit out the one labelling "
+                "epoch, so the base model gives every label)",
+        "with-two-labelling-epochs": "with pool, 2 labelling epochs (labelling_epochs=2; the default until 2026-12-03)",
         "with-dev-threshold": "with pool, threshold set on dev, every epoch labels (calibration_languages=0)",
         "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
         "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors",
         "augment": "no pool, augment=True (a code-switched or noisy copy of every training query)",
         "without-10-epochs": "without pool, up to 10 epochs (as many steps as augment's 5)",
-        "with-augment": "with pool and augment=True (both options)"}
-MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment")  # run here; the rest: history
+        "with-augment": "with pool (2 labelling epochs) and augment=True (both options)"}
+MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment",
+            "with-two-labelling-epochs")  # run here; the rest: history
 NO_POOL = ("without", "augment", "without-10-epochs")
 
 
@@ -193,27 +196,25 @@ def augment_lines(payload: dict) -> list:
     return lines
 
 
-def pool_on_augment_lines(payload: dict) -> list:
-    """The pool on top of ``augment=True``: both options against augmentation alone, per seed."""
-    rows = [r for r in payload["runs"] if "with-augment" in r and "augment" in r]
+def difference_lines(payload: dict, arm: str, control: str, title: str, what: str) -> list:
+    """``arm`` against ``control`` per seed (both measured on it): group and pool differences, losers."""
+    rows = [r for r in payload["runs"] if arm in r and control in r]
     if not rows:
         return []
     names = ("overall", "en", "train", "unseen")
-    delta = lambda r, g: r["with-augment"]["groups"][g] - r["augment"]["groups"][g]
-    pool = [r["with-augment"]["pool_mrr"] - r["augment"]["pool_mrr"] for r in rows]
-    lines = ["", "## The pool on top of augmentation (`augment=True` and `unlabelled=pool`)", "",
-             "Differences (pool and augment) − (augment alone), same seeds:", "",
-             "| seed | overall | en | train langs | unseen langs | pool langs | chosen epochs | s (both / augment) |",
+    delta = lambda r, g: r[arm]["groups"][g] - r[control]["groups"][g]
+    pool = [r[arm]["pool_mrr"] - r[control]["pool_mrr"] for r in rows]
+    lines = ["", f"## {title}", "", f"Differences {what}, same seeds:", "",
+             "| seed | overall | en | train langs | unseen langs | pool langs | chosen epochs | s (arm / control) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r, gain in zip(rows, pool):
         lines.append(f"| {r['seed']} | " + " | ".join(f"{delta(r, g):+.4f}" for g in names)
-                     + f" | {gain:+.4f} | {r['with-augment']['chosen_epoch']} / {r['augment']['chosen_epoch']} "
-                     f"| {r['with-augment']['seconds']:.0f} / {r['augment']['seconds']:.0f} |")
+                     + f" | {gain:+.4f} | {r[arm]['chosen_epoch']} / {r[control]['chosen_epoch']} "
+                     f"| {r[arm]['seconds']:.0f} / {r[control]['seconds']:.0f} |")
     lines.append("| mean | " + " | ".join(f"{statistics.mean(delta(r, g) for r in rows):+.4f}" for g in names)
                  + f" | {statistics.mean(pool):+.4f} | | |")
-    lines += ["", f"Languages (>= {MIN_QUERIES} queries) losing more than 1 point to the pool on top of augmentation:", ""]
-    lines += [loser_line(r["seed"], losers(r["augment"]["report"], r["with-augment"]["report"], points=0.01))
-              for r in rows]
+    lines += ["", f"Languages (>= {MIN_QUERIES} queries) losing more than 1 point, {what}:", ""]
+    lines += [loser_line(r["seed"], losers(r[control]["report"], r[arm]["report"], points=0.01)) for r in rows]
     return lines
 
 
@@ -261,7 +262,10 @@ def render(payload: dict, out: Path) -> None:
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += augment_lines(payload)
-    lines += pool_on_augment_lines(payload)
+    lines += difference_lines(payload, "with-augment", "augment", "The pool on top of augmentation "
+                              "(`augment=True` and `unlabelled=pool`)", "(pool and augment) − (augment alone)")
+    lines += difference_lines(payload, "with", "with-two-labelling-epochs", "One labelling epoch (the default) "
+                              "against two", "(labels from the base model only) − (2 labelling epochs)")
     (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
     first = next(r for r in payload["runs"] if "with" in r)
     plot_per_language({"base": payload["base"], "without pool": first["without"]["report"],
@@ -317,7 +321,8 @@ def main() -> None:
                    "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
                    "augment": {"augment": True},
                    "without-10-epochs": {"epochs": 10},
-                   "with-augment": {"unlabelled": unlabelled, "augment": True}}
+                   "with-augment": {"unlabelled": unlabelled, "augment": True, "labelling_epochs": 2},
+                   "with-two-labelling-epochs": {"unlabelled": unlabelled, "labelling_epochs": 2}}
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
             for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
