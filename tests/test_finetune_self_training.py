@@ -72,7 +72,7 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     assert len(langs) == 3 and calibration["queries"] == sum(per_language[lang] for lang in langs)
     assert calibration["labelling_epochs"] == 1
     assert (f"pseudo-label threshold set on the {calibration['queries']} training queries in {', '.join(langs)}, "
-            "which sit out the first 1 epochs") in res.output
+            "which sit out the first epoch") in res.output
     first, second = card["selection"]["pseudo_labels"]
     assert first["labelling"] and first["calibrated_on"] == langs and first["threshold"] is not None
     assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]

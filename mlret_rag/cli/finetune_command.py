@@ -42,7 +42,7 @@ def finetune_command(
         "languages, which sit out training while labels are given (default: a quarter of the languages when "
         "that gives 20+ queries; 0: on dev).", rich_help_panel=_SELF)] = None,
     labelling_epochs: Annotated[int | None, typer.Option(
-        "--labelling-epochs", help="Only the first N epochs give new pseudo-labels (default: every epoch; 2 "
+        "--labelling-epochs", help="Only the first N epochs give new pseudo-labels (default: every epoch; 1 "
         "when languages calibrate).", rich_help_panel=_SELF)] = None,
     train_ratio: Annotated[float, typer.Option(
         "--train-ratio", help="Without --queries: share of labelled KB rows used as training anchors.",
@@ -171,8 +171,9 @@ def summary_lines(result: Any) -> str:
                      + (f"; the labels of {pool['labels_ignored']} rows ignored" if pool["labels_ignored"] else ""))
         if pool.get("calibration"):
             cal = pool["calibration"]
+            out_for = "epoch" if cal["labelling_epochs"] == 1 else f"{cal['labelling_epochs']} epochs"
             lines.append(f"pseudo-label threshold set on the {cal['queries']} training queries in "
-                         f"{', '.join(cal['languages'])}, which sit out the first {cal['labelling_epochs']} epochs")
+                         f"{', '.join(cal['languages'])}, which sit out the first {out_for}")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

@@ -88,8 +88,10 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
         return []
     langs = list((pool or {}).get("per_language") or rounds[0]["cleared_per_language"])
     cal = (pool or {}).get("calibration")
+    epochs = "" if not cal else ("first epoch, the only one" if cal["labelling_epochs"] == 1
+                                 else f"first {cal['labelling_epochs']} epochs, the only ones")
     on = (f"the {cal['queries']} training queries in {', '.join(cal['languages'])}, which sat out training in the "
-          f"first {cal['labelling_epochs']} epochs, the only ones giving new labels" if cal else "the dev queries")
+          f"{epochs} giving new labels" if cal else "the dev queries")
     lines = ["## Pseudo-labelled questions (self-training)", "",
              (f"{(pool or {}).get('used', '?')} unlabelled questions, pseudo-labelled with the current model at the "
               "start of each epoch; a question never trained on gets a label for good when its best target beats "

@@ -90,7 +90,7 @@ class FinetuneConfig:
             ``None``: a quarter of the languages (rounded down) when their queries number 20 or more;
             ``0``: the threshold is set on dev.
         labelling_epochs: the first epochs that give new pseudo-labels (later ones train on those given);
-            ``None``: every epoch, or 2 with ``calibration_languages`` (whose queries then join training).
+            ``None``: every epoch, or 1 with ``calibration_languages`` (whose queries then join training).
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.
         seed: fixes every random choice (split, negatives per epoch, batches, dropout).
 
