@@ -2,8 +2,9 @@
 
 The data and the ``finetune(kb, queries, unlabelled=pool, labelling_epochs=2)`` call of ``selftrain_ha.py``
 (two labelling epochs: the default until 2026-12-03). During each labelling epoch the run's calibration
-queries, unlabelled questions and index are captured as the library encodes them; the run stops after the last labelling epoch. For the questions
-newly labelled in each epoch, the precision measured on the pool's true labels is set against:
+queries, unlabelled questions and index are captured as the library encodes them; the run stops after the
+last labelling epoch. For the questions newly labelled in each epoch, the precision measured on the pool's
+true labels is set against:
 
 * ``isotonic`` -- the library's estimate (:func:`mlret_rag.finetune.estimated_precision`): the calibration
   queries' accuracy per margin, averaged over the new labels' margins;
