@@ -92,8 +92,9 @@ ARMS = {"without": "without pool",
         "with": "with pool (defaults: threshold set on the 2 training languages that sit out the one labelling "
                 "epoch, so the base model gives every label)",
         "with-calibration-trains-first-epoch": "with pool, as the default but the 2 calibration languages train in the "
-                                               "first epoch too (the base model has labelled before it trains; "
-                                               "measured 2026-12-04, not kept)",
+                                               "first epoch too (measured 2026-12-04 on 62e69cb with "
+                                               "PseudoLabeller.sitting_out(epoch) asking labelling(epoch + 1); "
+                                               "not kept)",
         "with-two-labelling-epochs": "with pool, 2 labelling epochs (labelling_epochs=2; the default until 2026-12-03)",
         "with-dev-threshold": "with pool, threshold set on dev, every epoch labels (calibration_languages=0)",
         "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
