@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from mlret_rag.finetune import (
     calibration_languages,
     choose_threshold,
     estimated_precision,
+    precision_lower_bound,
     target_margins,
     unlabelled_questions,
 )
@@ -80,6 +82,19 @@ def test_estimated_precision_weighs_dev_accuracy_by_the_kept_margins():
     assert estimated_precision(dev_m, dev_c, []) is None
 
 
+def test_the_precision_lower_bound_is_clopper_pearson_one_sided():
+    assert precision_lower_bound([True] * 40) == pytest.approx(0.05 ** (1 / 40))  # n of n right: alpha ** (1/n)
+    assert precision_lower_bound([True] * 400) > precision_lower_bound([True] * 40) > precision_lower_bound([True] * 10)
+    nine_of_ten = precision_lower_bound([True] * 9 + [False])
+    assert 0.55 < nine_of_ten < 0.9  # the exact value, from the binomial tail:
+    assert sum(math.comb(10, k) * nine_of_ten ** k * (1 - nine_of_ten) ** (10 - k)
+               for k in (9, 10)) == pytest.approx(0.05)
+    assert precision_lower_bound([True] * 9 + [False], confidence=0.5) > nine_of_ten
+    assert precision_lower_bound([False] * 5) == 0.0 and precision_lower_bound([]) is None
+    with pytest.raises(ValueError, match="confidence must lie strictly between 0 and 1"):
+        precision_lower_bound([True], confidence=1.0)
+
+
 def test_the_questions_are_texts_only_each_once_and_never_a_labelled_query(caplog):
     rows = [QueryRecord("Wo ist mis Päckli?", "order_status", "de-CH"), QueryRecord("wo ist  MIS päckli?"),
             QueryRecord("Track my order"), QueryRecord("Passwort vergässe", lang="de-CH")]
@@ -115,6 +130,8 @@ def test_the_threshold_depends_on_dev_alone_and_kept_questions_carry_their_best_
     _, other = half.round(encoder, 0)
     assert report["threshold"] == other["threshold"] is not None  # the pool does not move it
     assert report["dev_precision"] == other["dev_precision"] >= 0.8
+    # the bound is set on the dev queries above the threshold alone, and below their precision (they are few)
+    assert 0 < report["precision_lower_bound"] == other["precision_lower_bound"] < report["dev_precision"]
     assert 0 < report["cleared"] == report["used"] == len(anchors) <= len(questions)
     assert sum(report["cleared_per_language"].values()) == report["cleared"]
     truth = {q.text: q.label for q in train}
@@ -131,6 +148,8 @@ def test_a_label_once_given_stays_and_only_new_questions_are_labelled(encoder):
     assert second["labelled"] == report["labelled"] and {(a.text, a.label_id) for a in again} == {
         (a.text, a.label_id) for a in first}
     assert second["estimated_precision"] is None and second["estimated_precision_all"] == report["estimated_precision"]
+    assert second["precision_lower_bound"] is None
+    assert second["precision_lower_bound_all"] == report["precision_lower_bound"]
 
 
 def test_the_per_epoch_cap_is_a_seeded_sample(encoder):

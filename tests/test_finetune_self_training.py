@@ -45,10 +45,13 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     (round_,) = card["selection"]["pseudo_labels"]
     assert f"epoch 1 pseudo-labels: {round_['cleared']} new above margin" in res.output
     assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["labelled"] == round_["used"] > 0
+    bound = round_["precision_lower_bound"]
+    assert 0 < bound < round_["dev_precision"] and f"at least {bound:.2f})" in res.output
     assert card["training"]["pseudo_label_precision"] == 0.9
     assert card["data"]["anchors_per_language"] == {"en": 22}  # the labelled anchors: the KB's training rows
     assert card["data"]["examples"] == 22 + round_["used"]
-    assert "## Pseudo-labelled questions (self-training)" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "## Pseudo-labelled questions (self-training)" in readme and f"| {bound:.4g} |" in readme
 
 
 @pytest.mark.parametrize("augment", [False, True])

@@ -97,12 +97,15 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
               "start of each epoch; a question never trained on gets a label for good when its best target beats "
               f"the runner-up by the threshold margin, chosen for the precision target on {on}. The estimate "
               "applies their accuracy per margin (isotonic fit) to the new labels' margins ('dev precision': "
-              "theirs above the threshold). Per language: new/used."), "",
-             "| epoch | threshold | dev precision | estimated precision (new) | new | labelled | used | "
+              "theirs above the threshold; 'at least': its one-sided 95 % Clopper-Pearson lower bound, for how "
+              "few they are). Both describe queries like the calibration ones; questions in harder languages "
+              "can be less precise at the same margin. Per language: new/used."), "",
+             "| epoch | threshold | dev precision | estimated precision (new) | at least | new | labelled | used | "
              + " | ".join(f"{lang} ({pool['per_language'][lang]})" if pool else lang for lang in langs) + " |",
-             "|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]
+             "|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(langs)]
     for r in rounds:
         cells = [str(r["epoch"]), _fmt(r["threshold"]), _fmt(r["dev_precision"]), _fmt(r["estimated_precision"]),
+                 _fmt(r.get("precision_lower_bound")),
                  str(r["cleared"]), str(r.get("labelled", r["cleared"])), str(r["used"])] + [
             f"{r['cleared_per_language'].get(lang, 0)}/{r.get('used_per_language', {}).get(lang, 0)}" for lang in langs]
         lines.append("| " + " | ".join(cells) + " |")

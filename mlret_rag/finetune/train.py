@@ -424,16 +424,18 @@ def _epoch_examples(encoder, sampling: EpochExamples, labeller: PseudoLabeller |
 
 
 def pseudo_label_line(report: dict[str, Any]) -> str:
-    """One line on an epoch's pseudo-labels: threshold, new and used ones, dev and estimated precision."""
+    """One line on an epoch's pseudo-labels: threshold, new and used ones, dev and estimated precision (with its
+    95 % lower bound)."""
     used = f"{report['used']} of {report['labelled']} labelled used"
     if not report.get("labelling", True):
         return f"epoch {report['epoch']} pseudo-labels: no new one (labelling epochs over); {used}"
     if report["threshold"] is None:
         on = "dev" if report.get("calibrated_on", "dev") == "dev" else "the calibration languages"
         return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on {on}); {used}"
-    est = report["estimated_precision"]
+    est, bound = report["estimated_precision"], report.get("precision_lower_bound")
+    precision = "-" if est is None else f"{est:.2f}" + ("" if bound is None else f", at least {bound:.2f}")
     return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f} "
-            f"(dev precision {report['dev_precision']:.2f}, estimated {'-' if est is None else f'{est:.2f}'}); {used}")
+            f"(dev precision {report['dev_precision']:.2f}, estimated {precision}); {used}")
 
 
 def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord],
