@@ -8,6 +8,8 @@ true labels is set against:
 
 * ``isotonic`` -- the library's estimate (:func:`mlret_rag.finetune.estimated_precision`): the calibration
   queries' accuracy per margin, averaged over the new labels' margins;
+* ``lower_bound_95`` -- what the library reports as "at least" (:func:`mlret_rag.finetune.precision_lower_bound`):
+  the one-sided 95 % Clopper-Pearson lower bound on the calibration queries' precision above the threshold;
 * ``atc_margin`` -- Average Thresholded Confidence (Garg et al., ICLR 2022): the margin above which as large
   a share of the calibration queries lies as is correct among those clearing the threshold; the estimate
   is the share of new labels above it;
@@ -37,7 +39,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ESTIMATORS = ("isotonic", "atc_margin", "platt_margin", "logistic_margin_top1", "prior_shift_em")
+ESTIMATORS = ("isotonic", "lower_bound_95", "atc_margin", "platt_margin", "logistic_margin_top1", "prior_shift_em")
 
 
 class _LabellingOver(Exception):
@@ -56,10 +58,11 @@ def estimates(dev_x: np.ndarray, dev_ok: np.ndarray, pool_x: np.ndarray, thresho
     """Each estimator's precision for the pool questions clearing ``threshold`` (column 0 of ``*_x``: margin)."""
     from sklearn.linear_model import LogisticRegression
 
-    from mlret_rag.finetune import estimated_precision
+    from mlret_rag.finetune import estimated_precision, precision_lower_bound
 
     kept, dev_kept = pool_x[:, 0] >= threshold, dev_x[:, 0] >= threshold
-    out = {"isotonic": estimated_precision(dev_x[:, 0], dev_ok, pool_x[kept, 0])}
+    out = {"isotonic": estimated_precision(dev_x[:, 0], dev_ok, pool_x[kept, 0]),
+           "lower_bound_95": precision_lower_bound(dev_ok[dev_kept])}
     tau = np.quantile(dev_x[dev_kept, 0], 1 - dev_ok[dev_kept].mean())
     out["atc_margin"] = float((pool_x[kept, 0] >= tau).mean())
     platt = LogisticRegression(C=100.0, max_iter=2000).fit(dev_x[:, :1], dev_ok)

@@ -59,6 +59,7 @@ def precision_rows(selection: dict, kept: list, truth: dict) -> list:
                      "dev_precision": report["dev_precision"],
                      # the estimate for everything labelled so far, which is what an epoch trains on
                      "estimated_precision": report.get("estimated_precision_all", report["estimated_precision"]),
+                     "precision_lower_bound": report.get("precision_lower_bound_all"),
                      "true_precision": None if true is None else round(true, 4),
                      "cleared_per_language": report["cleared_per_language"]})
     return rows
