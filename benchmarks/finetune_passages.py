@@ -37,6 +37,7 @@ RUNS: dict[str, tuple[dict, str]] = {
     "standard": ({"negatives": "standard"}, "uniform non-relevant passages"),
     "hard": ({"negatives": "hard"}, "mined with the current model, false negatives (> 95 % of the positive) dropped"),
     "batch-4": ({"batch_size": 4}, "the default with 4 anchors per step (half the step time and memory, twice the steps)"),
+    "128-tokens": ({"max_seq_length": 128}, "the default with training texts cut at 128 tokens (the index keeps 512)"),
 }
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
