@@ -214,7 +214,7 @@ class PseudoLabeller:
             self._drop_unreadable(encoder)
         fresh = [i for i in range(len(self.questions)) if i not in self._labels]
         new: list[int] = []
-        estimate = bound = threshold = None
+        estimate = bound = threshold = dev_above = None
         if self.labelling(epoch):
             index_vecs = encoder.encode_documents(self.index_texts)
             dev_best, dev_margin = target_margins(encoder.encode_queries(self.dev_texts), index_vecs,
@@ -222,7 +222,8 @@ class PseudoLabeller:
             dev_correct = np.array([best in targets for best, targets in zip(dev_best.tolist(), self.dev_targets)])
             threshold = choose_threshold(dev_margin, dev_correct, precision=self.precision)
             if threshold is not None:
-                bound = precision_lower_bound(dev_correct[dev_margin >= threshold])
+                dev_above = dev_correct[dev_margin >= threshold]  # the calibration queries the labels are judged by
+                bound = precision_lower_bound(dev_above)
         if fresh and threshold is not None:
             best, margin = target_margins(encoder.encode_queries([self.questions[i].text for i in fresh]),
                                           index_vecs, self.index_targets)
@@ -246,7 +247,7 @@ class PseudoLabeller:
             "epoch": epoch + 1, "labelling": self.labelling(epoch),
             "calibrated_on": list(self.calibration_languages) or "dev",
             "threshold": None if threshold is None else round(threshold, 6),
-            "dev_precision": None if threshold is None else round(float(dev_correct[dev_margin >= threshold].mean()), 4),
+            "dev_precision": None if dev_above is None else round(float(dev_above.mean()), 4),
             "estimated_precision": _rounded(estimate),
             "estimated_precision_all": _rounded(sum(n * e for n, e, _ in self._estimates) / weight if weight else None),
             "precision_lower_bound": _rounded(bound if new else None),
