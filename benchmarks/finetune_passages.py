@@ -38,6 +38,10 @@ RUNS: dict[str, tuple[dict, str]] = {
     "hard": ({"negatives": "hard"}, "mined with the current model, false negatives (> 95 % of the positive) dropped"),
     "batch-4": ({"batch_size": 4}, "the default with 4 anchors per step (half the step time and memory, twice the steps)"),
     "128-tokens": ({"max_seq_length": 128}, "the default with training texts cut at 128 tokens (the index keeps 512)"),
+    "constant-documents": ({"document_embeddings": "constant"},
+                           "the default with passages embedded without autograd at every step (only anchors trained)"),
+    "cached-documents": ({"document_embeddings": "cached"},
+                         "the default with passages embedded without autograd, each once per epoch"),
 }
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
@@ -47,6 +51,8 @@ PROBES: dict[str, dict] = {
     "128 tokens": {"max_seq_length": 128},
     "batch 4, 192 tokens": {"batch_size": 4, "max_seq_length": 192},
     "bf16 (batch 8, 256 tokens)": {"bf16": True},
+    "constant documents (batch 8, 256 tokens)": {"document_embeddings": "constant"},
+    "cached documents (batch 8, 256 tokens)": {"document_embeddings": "cached"},
 }
 
 

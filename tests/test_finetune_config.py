@@ -55,6 +55,7 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"overwrite": "yes"}, "overwrite must be True or False"),
     ({"augment": 1}, "augment must be True or False"),
     ({"group_by": ""}, "group_by must be a metadata key"),
+    ({"document_embeddings": "frozen"}, "document_embeddings must be one of trained, constant, cached"),
 ])
 def test_a_bad_option_is_refused_naming_it(options, message):
     with pytest.raises(ValueError, match=message):

@@ -5,6 +5,7 @@ passage knowledge bases train from ``relevant_ids``. A run that would exceed mem
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -68,6 +69,21 @@ def test_a_run_that_cannot_fit_in_memory_fails_before_training(tmp_path):
         finetune(load_demo_kb(), load_queries(demo_train_questions_path()), out=tmp_path / "m",
                  batch_size=200_000, show_progress_bar=False)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_cached_documents_train_a_passage_kb_with_a_smaller_memory_estimate(tmp_path):
+    from mlret_rag.datasets import build_passage_benchmark
+
+    bench = build_passage_benchmark(n_passages=20, train_languages=("es",), test_languages=("en",))
+    options = {"max_steps": 2, "dev_share": 0, "show_progress_bar": False}
+    trained = finetune(bench.kb, bench.train_queries, out=tmp_path / "trained", **options)
+    cached = finetune(bench.kb, bench.train_queries, out=tmp_path / "cached", document_embeddings="cached", **options)
+    assert cached.config.document_embeddings == "cached" and trained.config.document_embeddings == "trained"
+    assert read_card(tmp_path / "cached")["configuration"]["schedule"]["document_embeddings"] == "cached"
+    # only the anchors keep activations for the backward: far less than the 16 passage rows of a step
+    assert cached.estimated_peak_gb < trained.estimated_peak_gb - 1.5
+    assert math.isfinite(cached.train_loss) and cached.selection["steps"] == 2
 
 
 def _write(path, rows):

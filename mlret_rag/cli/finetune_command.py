@@ -86,6 +86,10 @@ def finetune_command(
     bf16: Annotated[bool, typer.Option(
         "--bf16", help="Train in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX).",
         rich_help_panel=_TRAINING)] = False,
+    document_embeddings: Annotated[str, typer.Option(
+        "--document-embeddings", help="trained | constant | cached: embed a step's passages with gradients, "
+        "without (every step), or without and once per epoch (much faster, lighter passage steps).",
+        rich_help_panel=_TRAINING)] = "trained",
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.",
                                       rich_help_panel=_TRAINING)] = 0,
     dev: Annotated[Path | None, typer.Option("--dev", help="Your own dev queries instead of a split.",
@@ -112,6 +116,7 @@ def finetune_command(
         train_ratio=train_ratio, epochs=epochs, patience=patience, dev_share=dev_share, batch_size=batch_size,
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, bf16=bf16, interpolate=interpolate,
+        document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,

@@ -28,6 +28,7 @@ SECTIONS = ("sampling", "schedule", "output")
 _INTEGERS = ("negatives_per_anchor", "epochs", "patience", "batch_size", "max_steps", "max_seq_length",
              "pseudo_labels_per_epoch", "calibration_languages", "labelling_epochs", "seed")
 HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")  # see .loss
+DOCUMENT_EMBEDDINGS = ("trained", "constant", "cached")  # see .loss
 
 
 def _in(section: str) -> dict[str, str]:
@@ -76,6 +77,11 @@ class FinetuneConfig:
         bf16: run training forwards and backwards in bfloat16 autocast (weights and optimiser stay
             float32); about 1.75x faster steps on CPUs with AVX-512 BF16 or AMX, far slower where
             bfloat16 is emulated (AVX2 only).
+        document_embeddings: how a step embeds its positive and negative documents
+            (:class:`~mlret_rag.finetune.loss.LabelMaskedMNRLoss`): ``"trained"`` (with gradients),
+            ``"constant"`` (without autograd, so only the anchors are trained toward them) or ``"cached"``
+            (without autograd, each text once per epoch). The latter two make passage steps far faster
+            and lighter (README, "Passage KB").
         interpolate: after choosing the epoch, also try ``base + a * (tuned - base)`` for ``a`` in 0.25,
             0.5, 0.75 and keep whichever scores best on dev (needs a dev part; measured in
             ``benchmarks/finetune_ha.py``, off by default).
@@ -124,6 +130,7 @@ class FinetuneConfig:
     max_seq_length: int | None = field(default=DEFAULT_MAX_SEQ_LENGTH, metadata=_in("schedule"))
     freeze_embeddings: bool = field(default=True, metadata=_in("schedule"))
     bf16: bool = field(default=False, metadata=_in("schedule"))
+    document_embeddings: str = field(default="trained", metadata=_in("schedule"))
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
@@ -237,6 +244,8 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"calibration_languages must be an integer >= 0 or None, got {c.calibration_languages!r}"),
         (c.labelling_epochs is None or integer(c.labelling_epochs, 1),
          f"labelling_epochs must be a positive integer or None, got {c.labelling_epochs!r}"),
+        (c.document_embeddings in DOCUMENT_EMBEDDINGS,
+         f"document_embeddings must be one of {', '.join(DOCUMENT_EMBEDDINGS)}; got {c.document_embeddings!r}"),
         (integer(c.seed, 0), f"seed must be an integer >= 0, got {c.seed!r}"),
     ]
     flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "check_memory", "overwrite",

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import HARDNESS_MODES  # validated with the other options in FinetuneConfig
+from .config import DOCUMENT_EMBEDDINGS, HARDNESS_MODES  # validated with the other options in FinetuneConfig
 
 
 def masked_infonce_loss(
@@ -71,12 +71,16 @@ class LabelMaskedMNRLoss(nn.Module):
 
     Args:
         model: the SentenceTransformer being trained.
+        document_embeddings: how positives and negatives are embedded: ``"trained"`` (with gradients,
+            as sentence-transformers does), ``"constant"`` (embedded without autograd at every step, so
+            only the anchors pull) or ``"cached"`` (without autograd, and each distinct text only once in
+            this loss's life; the trainer builds one loss per epoch, so the cache is at most an epoch old).
         scale: inverse temperature of the softmax over cosine similarities (20 = temperature 0.05).
         hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
-                 hardness_strength: float = 0.0) -> None:
+                 hardness_strength: float = 0.0, document_embeddings: str = "trained") -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -88,13 +92,41 @@ class LabelMaskedMNRLoss(nn.Module):
         self.scale = float(scale)
         self.hardness_mode = hardness_mode
         self.hardness_strength = float(hardness_strength)
+        if document_embeddings not in DOCUMENT_EMBEDDINGS:
+            raise ValueError(f"document_embeddings must be one of {', '.join(DOCUMENT_EMBEDDINGS)}; "
+                             f"got {document_embeddings!r}")
+        self.document_embeddings = document_embeddings
+        self._cache: dict[bytes, Tensor] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
-        """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`."""
+        """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`.
+
+        The document columns are embedded as ``document_embeddings`` says (the class docstring); without
+        autograd a document costs about a third of its forward and backward and keeps no activations.
+        """
         from .packing import embed_columns_packed
 
-        embeddings = embed_columns_packed(self.model, sentence_features)
+        features = list(sentence_features)
+        if self.document_embeddings == "trained":
+            embeddings = embed_columns_packed(self.model, features)
+        else:
+            embeddings = embed_columns_packed(self.model, features[:1])
+            with torch.no_grad():
+                embeddings += (self._cached(features[1:]) if self.document_embeddings == "cached"
+                               else embed_columns_packed(self.model, features[1:]))
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _cached(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
+        """Each column's document embeddings, a text embedded once (at its first use) for this loss's life."""
+        from .packing import embed_columns_packed, row_keys, select_rows
+
+        keyed = [row_keys(features) for features in columns]
+        for features, keys in zip(columns, keyed):
+            missing = {key: row for row, key in enumerate(keys) if key not in self._cache}
+            if missing:
+                new = embed_columns_packed(self.model, [select_rows(features, list(missing.values()))])[0]
+                self._cache.update(zip(missing, new.unbind(0)))
+        return [torch.stack([self._cache[key] for key in keys]) for keys in keyed]
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         """The loss from already computed column embeddings ``[anchors, positives, negatives_1, ...]``."""
@@ -106,4 +138,5 @@ class LabelMaskedMNRLoss(nn.Module):
     def get_config_dict(self) -> dict[str, Any]:
         """Configuration recorded in the model card."""
         return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
-                "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength}
+                "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength,
+                "document_embeddings": self.document_embeddings}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrainingMemoryError
+from .packing import MAX_CHUNK_ROWS
 
 logger = logging.getLogger(__name__)
 
@@ -26,17 +27,28 @@ SAFETY = 0.85  # share of the available memory a run may plan to use
 
 
 def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, heads: int,
-                     column_lengths: list[int], batch_size: int, *, loaded: bool = False) -> float:
+                     column_lengths: list[int], batch_size: int, *, loaded: bool = False,
+                     document_gradients: bool = True) -> float:
     """Estimated peak resident memory in GB of one step: weights, grads + AdamW, activations.
 
-    With ``loaded`` only what training adds to an already loaded model (no weights, no overhead).
+    With ``loaded`` only what training adds to an already loaded model (no weights, no overhead). Without
+    ``document_gradients`` (documents embedded without autograd) only the anchor column keeps activations
+    for the backward; the documents' forward holds one layer of one packed chunk at a time.
     """
     weights = 0.0 if loaded else 4.0 * n_params
     optimiser = 4.0 * 3 * n_trainable  # gradient + two AdamW moments
-    tokens = batch_size * sum(column_lengths)
-    cells = batch_size * sum(n * n for n in column_lengths)
-    activations = layers * (_BYTES_PER_TOKEN_UNIT * hidden * tokens + _BYTES_PER_ATTENTION_CELL * heads * cells)
-    return (weights + optimiser + activations) / 1e9 + (0.0 if loaded else _OVERHEAD_GB)
+
+    def activations(lengths: list[int], rows: int, depth: int) -> float:
+        tokens, cells = rows * sum(lengths), rows * sum(n * n for n in lengths)
+        return depth * (_BYTES_PER_TOKEN_UNIT * hidden * tokens + _BYTES_PER_ATTENTION_CELL * heads * cells)
+
+    if document_gradients:
+        kept = activations(column_lengths, batch_size, layers)
+    else:
+        documents = column_lengths[1:2] if len(column_lengths) > 1 else []
+        chunk_rows = min(MAX_CHUNK_ROWS, batch_size * (len(column_lengths) - 1))
+        kept = activations(column_lengths[:1], batch_size, layers) + activations(documents, chunk_rows, 1)
+    return (weights + optimiser + kept) / 1e9 + (0.0 if loaded else _OVERHEAD_GB)
 
 
 def available_gb() -> float:
@@ -85,7 +97,8 @@ def column_lengths(tokenizer: Any, anchors: list[str], documents: list[str], n_d
 
 
 def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives_per_anchor: int,
-                          max_seq_length: int | None, freeze_embeddings: bool) -> float:
+                          max_seq_length: int | None, freeze_embeddings: bool,
+                          document_embeddings: str = "trained") -> float:
     """Raise :class:`TrainingMemoryError` when the estimated peak exceeds the available memory; return the estimate."""
     st = encoder.sentence_transformer
     inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
@@ -99,8 +112,10 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
     window = min(x for x in (st.max_seq_length, max_seq_length) if x) if (st.max_seq_length or max_seq_length) else 512
     lengths = column_lengths(st.tokenizer, [a.text for a in data.anchors], [r.text for r in data.index],
                              1 + negatives_per_anchor, window)
-    need = estimate_peak_gb(n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size)
-    extra = estimate_peak_gb(n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size, loaded=True)
+    shape = (n_params, n_params - embedding, hidden, layers, heads, lengths, batch_size)
+    document_gradients = document_embeddings == "trained"
+    need = estimate_peak_gb(*shape, document_gradients=document_gradients)
+    extra = estimate_peak_gb(*shape, loaded=True, document_gradients=document_gradients)
     have = available_gb()  # the loaded model is already outside it: compare what training adds
     logger.info("fine-tune memory: estimated peak %.1f GB, %.1f GB available", need, have)
     if extra > SAFETY * have:
@@ -109,6 +124,7 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
             f"but {have:.1f} GB are available "
             f"(batch_size={batch_size}, {1 + negatives_per_anchor} document columns of up to {lengths[1]} tokens, "
             f"max_seq_length={max_seq_length}); lower --batch-size, --max-seq-length or --negatives-per-anchor"
+            + (", or use --document-embeddings cached" if document_gradients else "")
             + ("" if freeze_embeddings else ", or keep the embeddings frozen")
         )
     return need

@@ -77,20 +77,11 @@ def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
     """Embeddings of every row of one right-padded flat batch, each distinct row computed once."""
     import torch
 
-    rows = features["attention_mask"].shape[0]
-    width = features["attention_mask"].shape[1]
-    token_keys = [k for k, v in features.items()
-                  if isinstance(v, Tensor) and v.ndim == 2 and v.shape == (rows, width)]
-    row_keys = [k for k, v in features.items()
-                if k not in token_keys and isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == rows
-                and k != "prompt_length"]
     lengths = features["attention_mask"].sum(dim=1).tolist()
     index_of: dict[bytes, int] = {}
     representatives: list[int] = []  # the first row of each distinct text
     slot = []  # row -> index of its distinct text
-    for row, length in enumerate(lengths):
-        key = b"".join(features[k][row, :length].numpy().tobytes() for k in token_keys)
-        key += b"".join(features[k][row].numpy().tobytes() for k in row_keys)
+    for row, key in enumerate(row_keys(features)):
         if key not in index_of:
             index_of[key] = len(representatives)
             representatives.append(row)
@@ -98,15 +89,42 @@ def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
     order = sorted(range(len(representatives)), key=lambda d: lengths[representatives[d]])
     outputs = []
     for chunk in _chunks([lengths[representatives[d]] for d in order]):
-        picked = torch.tensor([representatives[order[i]] for i in chunk])
-        longest = max(lengths[representatives[order[i]]] for i in chunk)
-        sub = {k: (v[picked, :longest] if k in token_keys else v[picked] if k in row_keys else v)
-               for k, v in features.items()}
+        sub = select_rows(features, [representatives[order[i]] for i in chunk])
         outputs.append(model(sub)["sentence_embedding"])
     by_order = torch.cat(outputs)
     position = torch.empty(len(order), dtype=torch.long)
     position[torch.tensor(order)] = torch.arange(len(order))
     return by_order[position[torch.tensor(slot)]]
+
+
+def _token_and_row_keys(features: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The per-token (rows x width) and per-row tensors of a flat batch; the rest is shared metadata."""
+    rows, width = features["attention_mask"].shape
+    token_keys = [k for k, v in features.items() if isinstance(v, Tensor) and v.ndim == 2 and v.shape == (rows, width)]
+    row_keys_ = [k for k, v in features.items()
+                 if k not in token_keys and isinstance(v, Tensor) and v.ndim >= 1 and v.shape[0] == rows
+                 and k != "prompt_length"]
+    return token_keys, row_keys_
+
+
+def row_keys(features: dict[str, Any]) -> list[bytes]:
+    """One key per row of a right-padded flat batch: equal keys mean the same text (tokens and row values)."""
+    token_keys, per_row = _token_and_row_keys(features)
+    lengths = features["attention_mask"].sum(dim=1).tolist()
+    return [b"".join(features[k][row, :length].cpu().numpy().tobytes() for k in token_keys)
+            + b"".join(features[k][row].cpu().numpy().tobytes() for k in per_row)
+            for row, length in enumerate(lengths)]
+
+
+def select_rows(features: dict[str, Any], rows: list[int]) -> dict[str, Any]:
+    """The flat batch of ``rows`` only, its padding cut to the longest of them."""
+    import torch
+
+    token_keys, per_row = _token_and_row_keys(features)
+    picked = torch.tensor(rows, device=features["attention_mask"].device)
+    longest = int(features["attention_mask"][picked].sum(dim=1).max())
+    return {k: (v[picked, :longest] if k in token_keys else v[picked] if k in per_row else v)
+            for k, v in features.items()}
 
 
 def _chunks(sorted_lengths: list[int]) -> list[range]:

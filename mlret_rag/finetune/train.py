@@ -148,7 +148,8 @@ def finetune(
     if c.check_memory:
         peak_gb = check_training_memory(encoder, data, batch_size=c.batch_size,
                                         negatives_per_anchor=c.negatives_per_anchor,
-                                        max_seq_length=c.max_seq_length, freeze_embeddings=c.freeze_embeddings)
+                                        max_seq_length=c.max_seq_length, freeze_embeddings=c.freeze_embeddings,
+                                        document_embeddings=c.document_embeddings)
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
@@ -531,7 +532,8 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
             trainer = _NoCardTrainer(
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
-                                        hardness_strength=config.hardness_strength),
+                                        hardness_strength=config.hardness_strength,
+                                        document_embeddings=config.document_embeddings),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
