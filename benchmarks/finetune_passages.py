@@ -42,6 +42,8 @@ RUNS: dict[str, tuple[dict, str]] = {
                            "the default with passages embedded without autograd at every step (only anchors trained)"),
     "cached-documents": ({"document_embeddings": "cached"},
                          "the default with passages embedded without autograd, each once per epoch"),
+    "cached-batch-32": ({"document_embeddings": "cached", "batch_size": 32},
+                        "cached documents, 32 anchors per step (more in-batch negatives, cheap with a cache)"),
 }
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
