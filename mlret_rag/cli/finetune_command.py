@@ -88,7 +88,8 @@ def finetune_command(
         rich_help_panel=_TRAINING)] = False,
     document_embeddings: Annotated[str, typer.Option(
         "--document-embeddings", help="trained | constant | cached: embed a step's passages with gradients, "
-        "without (every step), or without and once per epoch (much faster, lighter passage steps).",
+        "without (every step), or without and once per epoch (much faster, lighter passage steps, "
+        "but measured 0.06 MRR worse on passages).",
         rich_help_panel=_TRAINING)] = "trained",
     seed: Annotated[int, typer.Option("--seed", help="Seed for every random choice.",
                                       rich_help_panel=_TRAINING)] = 0,
