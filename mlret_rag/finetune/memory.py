@@ -124,7 +124,8 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
             f"but {have:.1f} GB are available "
             f"(batch_size={batch_size}, {1 + negatives_per_anchor} document columns of up to {lengths[1]} tokens, "
             f"max_seq_length={max_seq_length}); lower --batch-size, --max-seq-length or --negatives-per-anchor"
-            + (", or use --document-embeddings cached" if document_gradients else "")
+            + (", or use --document-embeddings cached (far lighter, but about 0.06 MRR worse on passages)"
+               if document_gradients else "")
             + ("" if freeze_embeddings else ", or keep the embeddings frozen")
         )
     return need
