@@ -44,6 +44,9 @@ RUNS: dict[str, tuple[dict, str]] = {
                          "the default with passages embedded without autograd, each once per epoch"),
     "cached-batch-32": ({"document_embeddings": "cached", "batch_size": 32},
                         "cached documents, 32 anchors per step (more in-batch negatives, cheap with a cache)"),
+    "frozen-8": ({"frozen_layers": 8}, "the default with the embeddings and the 8 lowest of 12 layers frozen "
+                 "(their output computed once per text)"),
+    "frozen-6": ({"frozen_layers": 6}, "the default with the embeddings and the 6 lowest of 12 layers frozen"),
 }
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
@@ -55,6 +58,8 @@ PROBES: dict[str, dict] = {
     "bf16 (batch 8, 256 tokens)": {"bf16": True},
     "constant documents (batch 8, 256 tokens)": {"document_embeddings": "constant"},
     "cached documents (batch 8, 256 tokens)": {"document_embeddings": "cached"},
+    "8 frozen layers (batch 8, 256 tokens)": {"frozen_layers": 8},
+    "6 frozen layers (batch 8, 256 tokens)": {"frozen_layers": 6},
 }
 
 

@@ -147,3 +147,34 @@ def kill_when_committed(proc: subprocess.Popen, committed: Callable[[], int], *,
             proc.kill()
         proc.wait()
 
+
+def columns_and_labels(st) -> tuple:
+    """Two anchors, their positives and one negative each, as loss columns, with the (2, 2) label ids."""
+    query, document = st.prompts.get("query", ""), st.prompts.get("document", st.prompts.get("passage", ""))
+    anchors = ["wie wird das Wetter morgen", "schalte das Licht in der Küche ein"]
+    positives = ["what is the weather tomorrow", "turn on the kitchen lights"]
+    negatives = ["set a timer for ten minutes", "what is the weather tomorrow"]
+
+    def columns() -> list[dict]:
+        return [st.preprocess(anchors, prompt=query)] + [st.preprocess(t, prompt=document) for t in (positives, negatives)]
+
+    import torch
+
+    return columns, torch.tensor([[0, 2], [1, 0]])
+
+
+def loss_and_grads(st, compute) -> tuple[float, list]:
+    """The loss ``compute()`` returns and every parameter's gradient from it (zeros where none)."""
+    import torch
+
+    st.zero_grad(set_to_none=True)
+    loss = compute()
+    loss.backward()
+    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in st.parameters()]
+    st.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
+def largest_difference(a: list, b: list) -> float:
+    """The largest absolute difference between two lists of same-shaped tensors."""
+    return max((x - y).abs().max().item() for x, y in zip(a, b))

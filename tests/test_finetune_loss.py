@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mlret_rag.finetune import LabelMaskedMNRLoss, masked_infonce_loss
+from support import columns_and_labels, largest_difference, loss_and_grads
 
 E = torch.eye(4)  # orthonormal basis vectors make cosine similarities exact 0 / 1
 
@@ -66,31 +67,6 @@ def test_config_and_bad_label_shape():
 
 
 
-def _columns_and_labels(st) -> tuple:
-    query, document = st.prompts.get("query", ""), st.prompts.get("document", st.prompts.get("passage", ""))
-    anchors = ["wie wird das Wetter morgen", "schalte das Licht in der Küche ein"]
-    positives = ["what is the weather tomorrow", "turn on the kitchen lights"]
-    negatives = ["set a timer for ten minutes", "what is the weather tomorrow"]
-
-    def columns() -> list[dict]:
-        return [st.preprocess(anchors, prompt=query)] + [st.preprocess(t, prompt=document) for t in (positives, negatives)]
-
-    return columns, torch.tensor([[0, 2], [1, 0]])
-
-
-def _loss_and_grads(st, compute) -> tuple[float, list[torch.Tensor]]:
-    st.zero_grad(set_to_none=True)
-    loss = compute()
-    loss.backward()
-    grads = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in st.parameters()]
-    st.zero_grad(set_to_none=True)
-    return loss.item(), grads
-
-
-def _largest_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return max((x - y).abs().max().item() for x, y in zip(a, b))
-
-
 @pytest.mark.parametrize("mode", ["constant", "cached"])
 def test_constant_and_cached_documents_train_only_through_the_anchors(encoder, mode):
     """Same loss value; the gradients are those of the loss with the document embeddings held constant."""
@@ -98,27 +74,27 @@ def test_constant_and_cached_documents_train_only_through_the_anchors(encoder, m
 
     st = encoder.sentence_transformer
     st.eval()  # no dropout: every pass below sees the same embeddings
-    columns, labels = _columns_and_labels(st)
+    columns, labels = columns_and_labels(st)
 
     def held_constant() -> torch.Tensor:
         embedded = embed_columns_packed(st, columns())
         return masked_infonce_loss(embedded[0], [e.detach() for e in embedded[1:]], labels, scale=20.0)
 
-    full, full_grads = _loss_and_grads(st, lambda: LabelMaskedMNRLoss(st).forward(columns(), labels))
-    got, grads = _loss_and_grads(st, lambda: LabelMaskedMNRLoss(st, document_embeddings=mode).forward(columns(), labels))
-    expected, expected_grads = _loss_and_grads(st, held_constant)
+    full, full_grads = loss_and_grads(st, lambda: LabelMaskedMNRLoss(st).forward(columns(), labels))
+    got, grads = loss_and_grads(st, lambda: LabelMaskedMNRLoss(st, document_embeddings=mode).forward(columns(), labels))
+    expected, expected_grads = loss_and_grads(st, held_constant)
     assert got == pytest.approx(full, rel=1e-5) and got == pytest.approx(expected, rel=1e-5)
     scale = max(g.abs().max().item() for g in expected_grads)
     assert scale > 1e-4
-    assert _largest_difference(grads, expected_grads) < 1e-4 * scale
-    assert _largest_difference(grads, full_grads) > 1e-2 * scale  # the documents' own gradients are gone
+    assert largest_difference(grads, expected_grads) < 1e-4 * scale
+    assert largest_difference(grads, full_grads) > 1e-2 * scale  # the documents' own gradients are gone
     assert LabelMaskedMNRLoss(st, document_embeddings=mode).get_config_dict()["document_embeddings"] == mode
 
 
 def test_cached_documents_are_embedded_once_per_loss(encoder):
     st = encoder.sentence_transformer
     st.eval()
-    columns, labels = _columns_and_labels(st)
+    columns, labels = columns_and_labels(st)
     rows: list[int] = []
     handle = st[0].register_forward_hook(lambda module, args, output: rows.append(args[0]["input_ids"].shape[0]))
     try:

@@ -83,6 +83,9 @@ def finetune_command(
     freeze_embeddings: Annotated[bool, typer.Option(
         "--freeze-embeddings/--train-embeddings", help="Keep the word-embedding matrix fixed (less memory).",
         rich_help_panel=_TRAINING)] = True,
+    frozen_layers: Annotated[int, typer.Option(
+        "--frozen-layers", help="Keep the embeddings and this many lowest transformer layers fixed; their output is "
+        "computed once per text, so steps run only the upper layers.", rich_help_panel=_TRAINING)] = 0,
     bf16: Annotated[bool, typer.Option(
         "--bf16", help="Train in bfloat16 autocast (faster on CPUs with AVX-512 BF16 or AMX).",
         rich_help_panel=_TRAINING)] = False,
@@ -116,7 +119,7 @@ def finetune_command(
         similarity=similarity, one_language_per_batch=one_language_per_batch, group_by=group_by, augment=augment,
         train_ratio=train_ratio, epochs=epochs, patience=patience, dev_share=dev_share, batch_size=batch_size,
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
-        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, bf16=bf16, interpolate=interpolate,
+        max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,

@@ -17,7 +17,7 @@ its positive's) label id, column ``j`` the label id of negative ``j``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -77,10 +77,13 @@ class LabelMaskedMNRLoss(nn.Module):
             this loss's life; the trainer builds one loss per epoch, so the cache is at most an epoch old).
         scale: inverse temperature of the softmax over cosine similarities (20 = temperature 0.05).
         hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
+        encode: what runs a column's forward instead of ``model`` (e.g. a
+            :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
-                 hardness_strength: float = 0.0, document_embeddings: str = "trained") -> None:
+                 hardness_strength: float = 0.0, document_embeddings: str = "trained",
+                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -89,6 +92,7 @@ class LabelMaskedMNRLoss(nn.Module):
         if not hardness_strength >= 0:
             raise ValueError(f"hardness_strength must be >= 0, got {hardness_strength!r}")
         self.model = model
+        self.encode = encode  # None: the model itself
         self.scale = float(scale)
         self.hardness_mode = hardness_mode
         self.hardness_strength = float(hardness_strength)
@@ -104,27 +108,30 @@ class LabelMaskedMNRLoss(nn.Module):
         The document columns are embedded as ``document_embeddings`` says (the class docstring); without
         autograd a document costs about a third of its forward and backward and keeps no activations.
         """
-        from .packing import embed_columns_packed
-
         features = list(sentence_features)
         if self.document_embeddings == "trained":
-            embeddings = embed_columns_packed(self.model, features)
+            embeddings = self._embed(features)
         else:
-            embeddings = embed_columns_packed(self.model, features[:1])
+            embeddings = self._embed(features[:1])
             with torch.no_grad():
                 embeddings += (self._cached(features[1:]) if self.document_embeddings == "cached"
-                               else embed_columns_packed(self.model, features[1:]))
+                               else self._embed(features[1:]))
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _embed(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
+        from .packing import embed_columns_packed
+
+        return embed_columns_packed(self.model if self.encode is None else self.encode, columns)
 
     def _cached(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
         """Each column's document embeddings, a text embedded once (at its first use) for this loss's life."""
-        from .packing import embed_columns_packed, row_keys, select_rows
+        from .packing import row_keys, select_rows
 
         keyed = [row_keys(features) for features in columns]
         for features, keys in zip(columns, keyed):
             missing = {key: row for row, key in enumerate(keys) if key not in self._cache}
             if missing:
-                new = embed_columns_packed(self.model, [select_rows(features, list(missing.values()))])[0]
+                new = self._embed([select_rows(features, list(missing.values()))])[0]
                 self._cache.update(zip(missing, new.unbind(0)))
         return [torch.stack([self._cache[key] for key in keys]) for keys in keyed]
 

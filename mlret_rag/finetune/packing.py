@@ -10,7 +10,7 @@ up to dropout sampling.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ MAX_CHUNK_ROWS = 32
 MAX_PADDING_SHARE = 0.25  # a chunk grows while its padding stays under this share of its tokens
 
 
-def embed_columns_packed(model: nn.Module, features_list: Iterable[dict[str, Any]]) -> list[Tensor]:
+def embed_columns_packed(model: nn.Module | Callable, features_list: Iterable[dict[str, Any]]) -> list[Tensor]:
     """One ``sentence_embedding`` tensor per column, from deduplicated, length-sorted chunked forwards.
 
     Neighbouring columns that carry the same metadata (the same prompt) are packed together; anchors
@@ -35,7 +35,7 @@ def embed_columns_packed(model: nn.Module, features_list: Iterable[dict[str, Any
     embeddings: list[Tensor] = []
     for group in _same_metadata_groups(features_list):
         merged = group[0] if len(group) == 1 else merge_feature_batches(group)
-        if merged is None or not _right_padded(merged):
+        if merged is None or not right_padded(merged):
             embeddings += [model(features)["sentence_embedding"] for features in group]
             continue
         packed = _packed_forward(model, merged)
@@ -63,7 +63,8 @@ def _same_metadata_groups(features_list: list[dict[str, Any]]) -> list[list[dict
     return groups
 
 
-def _right_padded(features: dict[str, Any]) -> bool:
+def right_padded(features: dict[str, Any]) -> bool:
+    """Whether ``features`` is a flat token batch whose rows are real tokens then padding."""
     mask = features.get("attention_mask")
     if not isinstance(mask, Tensor) or mask.ndim != 2 or not isinstance(features.get("input_ids"), Tensor):
         return False
@@ -73,7 +74,7 @@ def _right_padded(features: dict[str, Any]) -> bool:
     return bool(torch.equal(mask.bool(), torch.arange(mask.shape[1])[None, :] < lengths))
 
 
-def _packed_forward(model: nn.Module, features: dict[str, Any]) -> Tensor:
+def _packed_forward(model: nn.Module | Callable, features: dict[str, Any]) -> Tensor:
     """Embeddings of every row of one right-padded flat batch, each distinct row computed once."""
     import torch
 

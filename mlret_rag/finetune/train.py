@@ -28,6 +28,7 @@ from .data import TrainingData, prepare_training_data
 from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
 from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
+from .frozen_prefix import FrozenPrefixCache, freeze_prefix, transformer_model
 from .memory import check_training_memory
 from .pseudo_labels import (
     CALIBRATED_LABELLING_EPOCHS,
@@ -149,7 +150,7 @@ def finetune(
         peak_gb = check_training_memory(encoder, data, batch_size=c.batch_size,
                                         negatives_per_anchor=c.negatives_per_anchor,
                                         max_seq_length=c.max_seq_length, freeze_embeddings=c.freeze_embeddings,
-                                        document_embeddings=c.document_embeddings)
+                                        document_embeddings=c.document_embeddings, frozen_layers=c.frozen_layers)
     evaluation: dict[str, Any] = {}
     if eval_records is not None:
         evaluation["base"] = _evaluate(encoder, kb_records, eval_records)
@@ -309,6 +310,16 @@ class _Run:
     pseudo_labels: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
+def _freeze(st, config: FinetuneConfig) -> FrozenPrefixCache | None:
+    """Fix what the config keeps fixed; with ``frozen_layers``, the cache that skips those layers at each step."""
+    if config.freeze_embeddings:
+        transformer_model(st).get_input_embeddings().weight.requires_grad_(False)
+    if not config.frozen_layers:
+        return None
+    freeze_prefix(st, config.frozen_layers)
+    return FrozenPrefixCache(st, config.frozen_layers)
+
+
 def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneConfig,
            labeller: PseudoLabeller | None = None) -> _Run:
     """Train epoch by epoch (fresh negatives, and pseudo-labels, each), score dev after each, keep the best
@@ -318,11 +329,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
 
     st = encoder.sentence_transformer
     show_progress_bar = config.show_progress_bar
-    if config.freeze_embeddings:
-        inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
-        if inner is None or not hasattr(inner, "get_input_embeddings"):
-            raise ValueError("freeze_embeddings=True needs a transformer model with an input-embedding matrix")
-        inner.get_input_embeddings().weight.requires_grad_(False)
+    prefix = _freeze(st, config)
     trainable = [p for p in st.parameters() if p.requires_grad]
     rounds: list[dict[str, Any]] = []
     kept: list[list[tuple[str, str]]] = []
@@ -359,7 +366,7 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
         todo = min(-(-this_epoch // world), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config.max_seq_length):
-            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline)
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix)
         train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
@@ -496,7 +503,7 @@ def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, s
 
 
 def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch: int, steps: int, optimizer,
-                     scheduler, deadline: float | None):
+                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None):
     """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
@@ -533,7 +540,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
-                                        document_embeddings=config.document_embeddings),
+                                        document_embeddings=config.document_embeddings, encode=prefix),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
