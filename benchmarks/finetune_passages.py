@@ -32,32 +32,39 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ALL_LAYERS = {"frozen_layers": 0}  # the default until 2026-12-06: the runs measured before keep it
 RUNS: dict[str, tuple[dict, str]] = {
-    "default": ({}, "no tuning flags: weighted passage negatives, batch 8, 1 negative, 256-token cap, dev-chosen epoch"),
-    "standard": ({"negatives": "standard"}, "uniform non-relevant passages"),
-    "hard": ({"negatives": "hard"}, "mined with the current model, false negatives (> 95 % of the positive) dropped"),
-    "batch-4": ({"batch_size": 4}, "the default with 4 anchors per step (half the step time and memory, twice the steps)"),
-    "128-tokens": ({"max_seq_length": 128}, "the default with training texts cut at 128 tokens (the index keeps 512)"),
-    "constant-documents": ({"document_embeddings": "constant"},
-                           "the default with passages embedded without autograd at every step (only anchors trained)"),
-    "cached-documents": ({"document_embeddings": "cached"},
-                         "the default with passages embedded without autograd, each once per epoch"),
-    "cached-batch-32": ({"document_embeddings": "cached", "batch_size": 32},
+    "default": ({}, "no tuning flags: weighted passage negatives, batch 8, 1 negative, 256-token cap, embeddings and "
+                "8 of 12 layers frozen, dev-chosen epoch"),
+    "all-layers": (ALL_LAYERS, "the default until 2026-12-06: every layer trained"),
+    "standard": ({"negatives": "standard", **ALL_LAYERS}, "uniform non-relevant passages"),
+    "hard": ({"negatives": "hard", **ALL_LAYERS},
+             "mined with the current model, false negatives (> 95 % of the positive) dropped"),
+    "batch-4": ({"batch_size": 4, **ALL_LAYERS},
+                "all layers, 4 anchors per step (half the step time and memory, twice the steps)"),
+    "128-tokens": ({"max_seq_length": 128, **ALL_LAYERS},
+                   "all layers, training texts cut at 128 tokens (the index keeps 512)"),
+    "constant-documents": ({"document_embeddings": "constant", **ALL_LAYERS},
+                           "all layers, passages embedded without autograd at every step (only anchors trained)"),
+    "cached-documents": ({"document_embeddings": "cached", **ALL_LAYERS},
+                         "all layers, passages embedded without autograd, each once per epoch"),
+    "cached-batch-32": ({"document_embeddings": "cached", "batch_size": 32, **ALL_LAYERS},
                         "cached documents, 32 anchors per step (more in-batch negatives, cheap with a cache)"),
-    "frozen-8": ({"frozen_layers": 8}, "the default with the embeddings and the 8 lowest of 12 layers frozen "
-                 "(their output computed once per text)"),
-    "frozen-6": ({"frozen_layers": 6}, "the default with the embeddings and the 6 lowest of 12 layers frozen"),
+    "frozen-8": ({"frozen_layers": 8}, "the embeddings and the 8 lowest of 12 layers frozen (their output computed "
+                 "once per text): the options that are the default since 2026-12-06"),
+    "frozen-6": ({"frozen_layers": 6}, "the embeddings and the 6 lowest of 12 layers frozen"),
 }
+SAME_AS_DEFAULT = {"default", "frozen-8"}  # frozen-8 was measured just before it became the default
 MIN_QUERIES = 100
 PROBES: dict[str, dict] = {
-    "default (batch 8, 256 tokens)": {},
-    "batch 4": {"batch_size": 4},
-    "192 tokens": {"max_seq_length": 192},
-    "128 tokens": {"max_seq_length": 128},
-    "batch 4, 192 tokens": {"batch_size": 4, "max_seq_length": 192},
-    "bf16 (batch 8, 256 tokens)": {"bf16": True},
-    "constant documents (batch 8, 256 tokens)": {"document_embeddings": "constant"},
-    "cached documents (batch 8, 256 tokens)": {"document_embeddings": "cached"},
+    "all layers, the default until 2026-12-06 (batch 8, 256 tokens)": ALL_LAYERS,
+    "batch 4": {"batch_size": 4, **ALL_LAYERS},
+    "192 tokens": {"max_seq_length": 192, **ALL_LAYERS},
+    "128 tokens": {"max_seq_length": 128, **ALL_LAYERS},
+    "batch 4, 192 tokens": {"batch_size": 4, "max_seq_length": 192, **ALL_LAYERS},
+    "bf16 (batch 8, 256 tokens)": {"bf16": True, **ALL_LAYERS},
+    "constant documents (batch 8, 256 tokens)": {"document_embeddings": "constant", **ALL_LAYERS},
+    "cached documents (batch 8, 256 tokens)": {"document_embeddings": "cached", **ALL_LAYERS},
     "8 frozen layers (batch 8, 256 tokens)": {"frozen_layers": 8},
     "6 frozen layers (batch 8, 256 tokens)": {"frozen_layers": 6},
 }
@@ -122,7 +129,7 @@ def render(payload: dict, out: Path) -> None:
 
 
 def verdicts(payload: dict) -> list[str]:
-    base, rows = payload["base"], [r for r in payload["runs"] if r["run"] == "default"]
+    base, rows = payload["base"], [r for r in payload["runs"] if r["run"] in SAME_AS_DEFAULT]
     if not rows:
         return []
     ok = lambda flag: "**met**" if flag else "**missed**"
@@ -239,7 +246,7 @@ def main() -> None:
                 seconds = time.perf_counter() - t
                 report = evaluate(MultilingualEncoder(str(result.out)), bench.kb, bench.test_queries, name=name)
             row = {"run": name, "seed": seed, "seconds": round(seconds, 1), "groups": groups(report, roles),
-                   "load_avg_15min": round(os.getloadavg()[2], 2),
+                   "load_avg_15min": round(os.getloadavg()[2], 2), "cpu": cpu_description(),
                    "selection": result.selection, "report": report, "peak_rss_gb": round(rss.peak / 1e9, 2),
                    "estimated_peak_gb": result.estimated_peak_gb, "train_loss": result.train_loss}
             payload["runs"].append(row)

@@ -89,7 +89,7 @@ def test_the_cli_defaults_are_the_config_defaults():
 def test_the_card_records_the_options_as_run_and_repeats_the_run(tmp_path):
     config = FinetuneConfig(batch_size=4, max_steps=1, dev_share=0, show_progress_bar=False)
     result = finetune(KB, QUERIES, out=tmp_path / "a", config=config, negatives_per_anchor=2)
-    assert result.config == config.replace(negatives_per_anchor=2)  # nothing left to "chosen from the data"
+    assert result.config == config.replace(negatives_per_anchor=2, frozen_layers=0)  # nothing left to "chosen from the data"
     card = read_card(tmp_path / "a")
     assert card["configuration"] == result.config.to_dict()
     assert card["sampling"]["negatives_per_anchor"] == 2 and card["training"]["batch_size"] == 4

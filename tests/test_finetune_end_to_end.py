@@ -70,6 +70,7 @@ def test_saved_folder_reloads_with_prompts_and_card(tuned, encoder):
     assert card["data"]["anchors"] == 8 and card["data"]["anchors_per_language"] == {"de": 4, "es": 4}
     assert card["sampling"]["negatives"] == "weighted" and card["sampling"]["negatives_per_anchor"] == 2
     assert card["training"]["seed"] == 0 and card["training"]["freeze_embeddings"] is True
+    assert card["training"]["frozen_layers"] == 0  # intent KBs train every layer by default
     assert "## Sampling" in (out / "README.md").read_text()
 
 

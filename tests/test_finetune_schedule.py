@@ -76,7 +76,7 @@ def test_cached_documents_train_a_passage_kb_with_a_smaller_memory_estimate(tmp_
     from mlret_rag.datasets import build_passage_benchmark
 
     bench = build_passage_benchmark(n_passages=20, train_languages=("es",), test_languages=("en",))
-    options = {"max_steps": 2, "dev_share": 0, "show_progress_bar": False}
+    options = {"max_steps": 2, "dev_share": 0, "show_progress_bar": False, "frozen_layers": 0}
     trained = finetune(bench.kb, bench.train_queries, out=tmp_path / "trained", **options)
     cached = finetune(bench.kb, bench.train_queries, out=tmp_path / "cached", document_embeddings="cached", **options)
     assert cached.config.document_embeddings == "cached" and trained.config.document_embeddings == "trained"

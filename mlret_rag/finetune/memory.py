@@ -44,7 +44,7 @@ def estimate_peak_gb(n_params: int, n_trainable: int, hidden: int, layers: int, 
         tokens, cells = rows * sum(lengths), rows * sum(n * n for n in lengths)
         return depth * (_BYTES_PER_TOKEN_UNIT * hidden * tokens + _BYTES_PER_ATTENTION_CELL * heads * cells)
 
-    depth = layers - frozen_layers
+    depth = max(1, layers - frozen_layers)
     if document_gradients:
         kept = activations(column_lengths, batch_size, depth)
     else:
@@ -144,6 +144,8 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
             f"max_seq_length={max_seq_length}); lower --batch-size, --max-seq-length or --negatives-per-anchor"
             + (", or use --document-embeddings cached (far lighter, but about 0.06 MRR worse on passages)"
                if options["document_gradients"] else "")
+            + (f", or freeze more layers (--frozen-layers, now {frozen_layers} of {layers})"
+               if frozen_layers < layers - 1 else "")
             + ("" if freeze_embeddings else ", or keep the embeddings frozen")
         )
     return need

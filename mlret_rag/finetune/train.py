@@ -28,7 +28,7 @@ from .data import TrainingData, prepare_training_data
 from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
 from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
-from .frozen_prefix import FrozenPrefixCache, freeze_prefix, transformer_model
+from .frozen_prefix import FrozenPrefixCache, default_frozen_layers, freeze_prefix, transformer_model
 from .memory import check_training_memory
 from .pseudo_labels import (
     CALIBRATED_LABELLING_EPOCHS,
@@ -145,6 +145,8 @@ def finetune(
     np.random.seed(c.seed)
     transformers.set_seed(c.seed)
     encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
+    if c.frozen_layers is None:
+        c = c.replace(frozen_layers=default_frozen_layers(encoder.sentence_transformer, passages=bool(data.passages)))
     peak_gb = None
     if c.check_memory:
         peak_gb = check_training_memory(encoder, data, batch_size=c.batch_size,
