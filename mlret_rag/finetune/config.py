@@ -77,7 +77,7 @@ class FinetuneConfig:
         frozen_layers: also keep the rest of the embedding block and this many of the lowest transformer layers
             fixed; their output is computed once per text (:mod:`~mlret_rag.finetune.frozen_prefix`), so a step
             runs only the upper layers. ``None``: two thirds of the layers (8 of 12) for passage KBs, whose
-            steps this makes 2.7x faster for about 0.02 non-English MRR (README, "Passage KB"); 0 for intent
+            steps this makes 3.5x faster for about 0.03 non-English MRR (README, "Passage KB"); 0 for intent
             KBs. ``0``: every layer trains.
         bf16: run training forwards and backwards in bfloat16 autocast (weights and optimiser stay
             float32); about 1.75x faster steps on CPUs with AVX-512 BF16 or AMX, far slower where
