@@ -90,3 +90,14 @@ def test_a_passage_fine_tune_freezes_two_thirds_of_the_layers_by_default(tmp_pat
     assert changed and all(any(layer in name for layer in upper) for name in changed)
     assert result.config.frozen_layers == 8
     assert read_card(tmp_path / "m")["configuration"]["schedule"]["frozen_layers"] == 8
+
+
+def test_the_memory_estimate_keeps_activations_of_the_upper_layers_only_and_adds_the_cache():
+    from mlret_rag.finetune.memory import estimate_peak_gb
+
+    shape = (118_000_000, 21_000_000, 384, 12, 12, [32, 256, 256], 8)  # e5-small, a passage batch
+    every_layer = estimate_peak_gb(*shape, loaded=True)
+    upper_four = estimate_peak_gb(*shape, loaded=True, frozen_layers=8)
+    optimiser = 4.0 * 3 * 21_000_000 / 1e9
+    assert upper_four - optimiser == pytest.approx((every_layer - optimiser) * 4 / 12, rel=1e-6)
+    assert estimate_peak_gb(*shape, loaded=True, frozen_layers=8, cache_bytes=1e9) == pytest.approx(upper_four + 1)

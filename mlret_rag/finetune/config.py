@@ -74,8 +74,8 @@ class FinetuneConfig:
         max_seconds: time budget for training; the epoch running when it is spent ends early.
         max_seq_length: token cap for training texts (inference keeps the model's own window).
         freeze_embeddings: keep the word-embedding matrix fixed (less memory, faster, protects unseen languages).
-        frozen_layers: also keep the rest of the embedding block and this many of the lowest transformer layers
-            fixed; their output is computed once per text (:mod:`~mlret_rag.finetune.frozen_prefix`), so a step
+        frozen_layers: keep the whole embedding block (word embeddings included) and this many of the lowest
+            transformer layers fixed; their output is computed once per text (:mod:`~mlret_rag.finetune.frozen_prefix`), so a step
             runs only the upper layers. ``None``: two thirds of the layers (8 of 12) for passage KBs, whose
             steps this makes 3.5x faster for about 0.03 non-English MRR (README, "Passage KB"); 0 for intent
             KBs. ``0``: every layer trains.
