@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL_LAYERS = {"frozen_layers": 0}  # the default until 2026-12-06: the runs measured before keep it
 RUNS: dict[str, tuple[dict, str]] = {
-    "default": ({}, "no tuning flags: weighted passage negatives, batch 8, 1 negative, 256-token cap, embeddings and "
-                "8 of 12 layers frozen, dev-chosen epoch"),
+    "default": ({}, ("no tuning flags: weighted passage negatives, batch 8, 1 negative, 256-token cap, embeddings "
+                     "and 8 of 12 layers frozen, dev-chosen epoch")),
     "all-layers": (ALL_LAYERS, "the default until 2026-12-06: every layer trained"),
     "standard": ({"negatives": "standard", **ALL_LAYERS}, "uniform non-relevant passages"),
     "hard": ({"negatives": "hard", **ALL_LAYERS},
@@ -50,8 +50,8 @@ RUNS: dict[str, tuple[dict, str]] = {
                          "all layers, passages embedded without autograd, each once per epoch"),
     "cached-batch-32": ({"document_embeddings": "cached", "batch_size": 32, **ALL_LAYERS},
                         "cached documents, 32 anchors per step (more in-batch negatives, cheap with a cache)"),
-    "frozen-8": ({"frozen_layers": 8}, "the embeddings and the 8 lowest of 12 layers frozen (their output computed "
-                 "once per text): the options that are the default since 2026-12-06"),
+    "frozen-8": ({"frozen_layers": 8}, ("the embeddings and the 8 lowest of 12 layers frozen (their output computed "
+                                        "once per text): the options that are the default since 2026-12-06")),
     "frozen-6": ({"frozen_layers": 6}, "the embeddings and the 6 lowest of 12 layers frozen"),
 }
 SAME_AS_DEFAULT = {"default", "frozen-8"}  # frozen-8 was measured just before it became the default

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import columns_and_labels, largest_difference, loss_and_grads
 
 from mlret_rag import MultilingualEncoder
 from mlret_rag.finetune import FinetuneConfig, LabelMaskedMNRLoss, finetune
 from mlret_rag.finetune.frozen_prefix import FrozenPrefixCache, freeze_prefix
-
-from support import columns_and_labels, largest_difference, loss_and_grads
 
 
 @pytest.fixture

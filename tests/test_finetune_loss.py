@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from support import columns_and_labels, largest_difference, loss_and_grads
 
 from mlret_rag.finetune import LabelMaskedMNRLoss, masked_infonce_loss
-from support import columns_and_labels, largest_difference, loss_and_grads
 
 E = torch.eye(4)  # orthonormal basis vectors make cosine similarities exact 0 / 1
 

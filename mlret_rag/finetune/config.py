@@ -87,7 +87,7 @@ class FinetuneConfig:
             ``"constant"`` (without autograd, so only the anchors are trained toward them) or ``"cached"``
             (without autograd, each text once per epoch). The latter two make passage steps far faster
             and lighter but train worse: measured on the passage benchmark, non-English MRR 0.506
-            (cached) and 0.466 (constant) against 0.565 (README, "Passage KB").
+            (cached) and 0.466 (constant) against 0.565, each with every layer trained (README, "Passage KB").
         interpolate: after choosing the epoch, also try ``base + a * (tuned - base)`` for ``a`` in 0.25,
             0.5, 0.75 and keep whichever scores best on dev (needs a dev part; measured in
             ``benchmarks/finetune_ha.py``, off by default).

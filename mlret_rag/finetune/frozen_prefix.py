@@ -34,8 +34,9 @@ def transformer_model(st: Any) -> nn.Module:
 def encoder_layers(inner: nn.Module) -> nn.ModuleList:
     """The transformer layers of a BERT-style encoder (``inner.encoder.layer``)."""
     layers = getattr(getattr(inner, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(f"frozen_layers needs a BERT-style encoder with encoder.layer; got {type(inner).__name__}")
+    if not isinstance(layers, nn.ModuleList):  # an unsupported model, like a bad option value: ValueError
+        raise ValueError(  # noqa: TRY004
+            f"frozen_layers needs a BERT-style encoder with encoder.layer; got {type(inner).__name__}")
     return layers
 
 
