@@ -83,6 +83,8 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     # the first epoch trained without the calibration languages' queries (nor their copies, which never calibrate)
     assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
     assert card["data"]["anchors_without_positive"] == 0
+    # the learning rate decays to 0 at the last step, though the first epoch's size was only known once labelled
+    assert card["selection"]["last_learning_rate"] == 0.0
     assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"
             in (out / "README.md").read_text())
 

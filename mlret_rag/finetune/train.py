@@ -36,6 +36,7 @@ from .pseudo_labels import (
     calibration_languages,
     unlabelled_questions,
 )
+from .schedule import LinearSchedule, steps_per_epoch
 from .translate import Translator
 
 logger = logging.getLogger(__name__)
@@ -327,7 +328,6 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
     """Train epoch by epoch (fresh negatives, and pseudo-labels, each), score dev after each, keep the best
     weights, stop on patience."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     st = encoder.sentence_transformer
     show_progress_bar = config.show_progress_bar
@@ -336,18 +336,15 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
     rounds: list[dict[str, Any]] = []
     kept: list[list[tuple[str, str]]] = []
     first, first_pseudo = _epoch_examples(encoder, sampling, labeller, 0, rounds, kept, show_progress_bar)
-    labelled_langs = [e.lang for e in first[: len(first) - first_pseudo]]
-    per_epoch = _steps_per_epoch(labelled_langs, config.batch_size, config.one_language_per_batch)
-    sitting_out = 0
-    if labeller is not None:  # planned for the most pseudo-labelled anchors an epoch may add, and those sitting out
-        sitting_out = sum(a.lang in labeller.sitting_out(0) for a in sampling.data.anchors)
-        per_epoch += -(-(min(labeller.per_epoch, len(labeller.questions)) + sitting_out) // config.batch_size)
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # distributed: each process steps through 1/world of the batches
-    per_epoch = -(-per_epoch // world)
-    planned = config.max_steps or config.epochs * per_epoch  # max_steps overrides epochs
-    epochs = -(-planned // per_epoch)
+    sitting_out = 0 if labeller is None else sum(a.lang in labeller.sitting_out(0) for a in sampling.data.anchors)
+    if config.max_steps:  # it overrides epochs; enough epochs to reach it even if every epoch were the smallest
+        planned = config.max_steps
+        epochs = -(-planned // min(_epoch_plan(first, first_pseudo, 0, 2, labeller, sampling.data.anchors, config)))
+    else:
+        epochs = config.epochs
+        planned = sum(_epoch_plan(first, first_pseudo, 0, epochs, labeller, sampling.data.anchors, config))
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_ratio * planned), planned)
+    scheduler = LinearSchedule(optimizer, round(config.warmup_ratio * planned), planned)
     deadline = None if config.max_seconds is None else time.perf_counter() + config.max_seconds
     window = st.max_seq_length
     curve: list[dict[str, Any]] = []
@@ -362,10 +359,15 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
     losses: list[tuple[float, int]] = []
     steps, train_seconds = 0, 0.0
     for epoch in range(epochs):
-        examples = first if epoch == 0 else _epoch_examples(encoder, sampling, labeller, epoch, rounds, kept,
-                                                            show_progress_bar)[0]
-        this_epoch = _steps_per_epoch([e.lang for e in examples], config.batch_size, config.one_language_per_batch)
-        todo = min(-(-this_epoch // world), planned - steps)
+        if epoch > 0:
+            examples, pseudo = _epoch_examples(encoder, sampling, labeller, epoch, rounds, kept, show_progress_bar)
+            if labeller is not None and not config.max_steps:  # this epoch's size is known now, later ones' better
+                planned = steps + sum(_epoch_plan(examples, pseudo, epoch, epochs, labeller, sampling.data.anchors,
+                                                  config))
+                scheduler.replan(planned)
+        else:
+            examples = first
+        todo = min(_steps([e.lang for e in examples], config), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config.max_seq_length):
             output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix)
@@ -398,7 +400,9 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
             break
     assert st.max_seq_length == window
     selection: dict[str, Any] = {"stopped": stopped, "epochs_run": epoch + 1, "steps": steps,
-                                 "seconds_per_step": round(train_seconds / max(1, steps), 3)}
+                                 "seconds_per_step": round(train_seconds / max(1, steps), 3),
+                                 # 0 when the decay ended where training did (not when stopped early)
+                                 "last_learning_rate": scheduler.get_last_lr()[0]}
     if labeller is not None:
         selection["pseudo_labels"] = rounds
     if dev is not None:
@@ -582,10 +586,29 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31))
 
 
-def _steps_per_epoch(languages: list[str | None], batch_size: int, one_language_per_batch: bool) -> int:
-    if not one_language_per_batch:
-        return -(-len(languages) // batch_size)
-    return sum(-(-n // batch_size) for n in Counter(languages).values())
+def _steps(languages: list[str | None], config: FinetuneConfig) -> int:
+    """Steps of one process in an epoch of anchors in ``languages`` (distributed: each takes 1/world of the batches)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return -(-steps_per_epoch(languages, config.batch_size, config.one_language_per_batch) // world)
+
+
+def _epoch_plan(examples: list[Example], pseudo: int, epoch: int, epochs: int, labeller: PseudoLabeller | None,
+                anchors: Sequence[Anchor], config: FinetuneConfig) -> list[int]:
+    """Steps (per process) of ``epoch``, whose ``examples`` are known (the last ``pseudo`` of them
+    pseudo-labelled), and of each later epoch up to ``epochs``, as far as they can be known now.
+
+    Later epochs keep this one's labelled anchors, plus the calibration languages once they stop sitting
+    out, and this one's number of pseudo-labels once no later epoch gives new ones; while some will, a
+    bound: the most an epoch may use."""
+    languages = [e.lang for e in examples]
+    labelled, pseudo_languages = languages[: len(languages) - pseudo], languages[len(languages) - pseudo :]
+    if labeller is not None and labeller.labelling(epoch + 1):
+        pseudo_languages = [None] * min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
+    plan = [_steps(languages, config)]
+    for later in range(epoch + 1, epochs):
+        rejoining = frozenset() if labeller is None else labeller.sitting_out(epoch) - labeller.sitting_out(later)
+        plan.append(_steps(labelled + [a.lang for a in anchors if a.lang in rejoining] + pseudo_languages, config))
+    return plan
 
 
 def _point(epoch: int, step: int, report: dict[str, Any]) -> dict[str, Any]:
