@@ -54,8 +54,9 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert "## Pseudo-labelled questions (self-training)" in readme and f"| {bound:.4g} |" in readme
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labelling_epochs(tmp_path, augment):
+@pytest.mark.parametrize(("augment", "labelling_epochs"), [(False, 1), (True, 2)])
+def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_are_given(
+        tmp_path, augment, labelling_epochs):
     kb = _demo_kb_file(tmp_path)
     train = load_queries(demo_train_questions_path())
     queries = _write(tmp_path / "train.jsonl", [{"text": q.text, "label": q.label, "lang": q.lang} for q in train])
@@ -64,7 +65,8 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--queries", str(queries), "--unlabelled", str(pool),
                                    "--out", str(out), "--epochs", "2", "--batch-size", "16",
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
-                                   "--labelling-epochs", "1", "--quiet", *(["--augment"] if augment else [])])
+                                   "--labelling-epochs", str(labelling_epochs), "--quiet",
+                                   *(["--augment"] if augment else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
     copies = 2 if augment else 1  # a synthetic copy keeps its language: it sits out with its anchor
@@ -73,15 +75,19 @@ def test_cli_can_set_the_threshold_on_training_languages_that_sit_out_the_labell
     langs = calibration["languages"]
     per_language = card["data"]["anchors_per_language"]
     assert len(langs) == 3 and calibration["queries"] == sum(per_language[lang] for lang in langs)
-    assert calibration["labelling_epochs"] == 1
+    assert calibration["labelling_epochs"] == labelling_epochs
+    untrained = "before they train" if labelling_epochs == 1 else "which sit out the first epoch"
     assert (f"pseudo-label threshold set on the {calibration['queries']} training queries in {', '.join(langs)}, "
-            "which sit out the first epoch") in res.output
+            f"{untrained}") in res.output
     first, second = card["selection"]["pseudo_labels"]
     assert first["labelling"] and first["calibrated_on"] == langs and first["threshold"] is not None
-    assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]
-    assert "epoch 2 pseudo-labels: no new one (labelling epochs over)" in res.output
-    # the first epoch trained without the calibration languages' queries (nor their copies, which never calibrate)
-    assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
+    if labelling_epochs == 1:  # the base model gave every label, before the first epoch trained them all
+        assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]
+        assert "epoch 2 pseudo-labels: no new one (labelling epochs over)" in res.output
+        assert card["data"]["examples"] == card["data"]["anchors"] + first["used"]
+    else:  # the first epoch trained without the calibration languages' queries (nor their copies, which never calibrate)
+        assert second["labelling"] and second["threshold"] is not None
+        assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
     assert card["data"]["anchors_without_positive"] == 0
     # the learning rate decays to 0 at the last step, though the first epoch's size was only known once labelled
     assert card["selection"]["last_learning_rate"] == 0.0

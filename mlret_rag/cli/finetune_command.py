@@ -39,7 +39,7 @@ def finetune_command(
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
     calibration_languages: Annotated[int | None, typer.Option(
         "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
-        "languages, which sit out training while labels are given (default: a quarter of the languages when "
+        "languages, untrained whenever labels are given (default: a quarter of the languages when "
         "that gives 20+ queries; 0: on dev).", rich_help_panel=_SELF)] = None,
     labelling_epochs: Annotated[int | None, typer.Option(
         "--labelling-epochs", help="Only the first N epochs give new pseudo-labels (default: every epoch; 1 "
@@ -181,9 +181,11 @@ def summary_lines(result: Any) -> str:
                      + (f"; the labels of {pool['labels_ignored']} rows ignored" if pool["labels_ignored"] else ""))
         if pool.get("calibration"):
             cal = pool["calibration"]
-            out_for = "epoch" if cal["labelling_epochs"] == 1 else f"{cal['labelling_epochs']} epochs"
+            out_for = cal["labelling_epochs"] - 1  # the last labelling epoch trains them: its labels come first
             lines.append(f"pseudo-label threshold set on the {cal['queries']} training queries in "
-                         f"{', '.join(cal['languages'])}, which sit out the first {out_for}")
+                         f"{', '.join(cal['languages'])}, "
+                         + ("before they train" if out_for == 0 else
+                            f"which sit out the first {'epoch' if out_for == 1 else f'{out_for} epochs'}"))
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

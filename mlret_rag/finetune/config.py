@@ -96,9 +96,9 @@ class FinetuneConfig:
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
         calibration_languages: with unlabelled questions, this many languages of the training queries (a
-            seeded choice, at least one language stays) sit out training while pseudo-labels are given, and
-            the threshold and the precision estimate are set on their queries, which are then as untrained as
-            the unlabelled questions, instead of on dev; they join training after ``labelling_epochs``.
+            seeded choice, at least one language stays) set the threshold and the precision estimate instead
+            of dev: they sit out training until the last labelling epoch (which gives its labels before it
+            trains), so they are as untrained as the unlabelled questions whenever labels are given.
             ``None``: a quarter of the languages (rounded down) when their queries number 20 or more;
             ``0``: the threshold is set on dev.
         labelling_epochs: the first epochs that give new pseudo-labels (later ones train on those given);
