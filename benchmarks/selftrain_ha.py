@@ -90,8 +90,12 @@ def key(kind: str, arm: str) -> str:
 
 
 ARMS = {"without": "without pool",
-        "with": "with pool (defaults: threshold set on the 2 training languages that sit out the one labelling "
-                "epoch, so the base model gives every label)",
+        "with": ("with pool (defaults since 2026-12-06: the base model labels before the first epoch, the threshold "
+                 "set on 2 training languages that then train from that epoch on; the learning rate decays to zero "
+                 "at the last step)"),
+        "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
+                                     "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
+                                     "at the last step",
         "with-stretched-schedule": "with pool, the defaults until 2026-12-06: the learning-rate decay planned for the "
                                    "most pseudo-labels an epoch may add (384) while about 100 were used, so training "
                                    "ended at 31 % of the peak rate",
@@ -150,7 +154,7 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
     loads = ", ".join(f"{r['without']['load_avg_15min']}/{r[arm]['load_avg_15min']}" for r in timed)
     lost = [losers(r["without"]["report"], r[arm]["report"], points=0.01) for r in rows]
     worst = min((x["delta"] for lose in lost for x in lose), default=0.0)
-    mean_lost = mean_losers(rows, arm, "without")
+    mean_lost = mean_losers(rows, arm)
     ok = lambda flag: "**met**" if flag else "**missed**"
     m = {"seeds": len(rows), "pool_gain": statistics.mean(pool_gain), "pool_gain_per_seed": pool_gain,
          "train_delta": statistics.mean(d("train")), "en_delta": statistics.mean(d("en")),
@@ -180,11 +184,11 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
     return m, verdicts
 
 
-def mean_losers(rows: list, arm: str, control: str, points: float = 0.01) -> list[tuple[str, float]]:
+def mean_losers(rows: list, arm: str, against: str = "without", points: float = 0.01) -> list[tuple[str, float]]:
     """Languages (>= MIN_QUERIES queries) whose MRR under ``arm`` is, on the mean of the seeds, more than
-    ``points`` below ``control``: a per-seed difference of one language also holds run-to-run noise."""
-    per = rows[0][control]["report"]["per_language"]
-    mean = {lang: statistics.mean(r[arm]["per_language"][lang] - r[control]["per_language"][lang] for r in rows)
+    ``points`` below ``against``: a per-seed difference of one language also holds run-to-run noise."""
+    per = rows[0][against]["report"]["per_language"]
+    mean = {lang: statistics.mean(r[arm]["per_language"][lang] - r[against]["per_language"][lang] for r in rows)
             for lang, m in per.items() if m["n_queries"] >= MIN_QUERIES}
     return sorted(((lang, round(d, 4)) for lang, d in mean.items() if d < -points), key=lambda x: x[1])
 
@@ -222,33 +226,51 @@ def augment_lines(payload: dict) -> list:
     return lines
 
 
-def difference_lines(payload: dict, arm: str, control: str, title: str, what: str) -> list:
-    """``arm`` against ``control`` per seed (both measured on it): group and pool differences, losers."""
-    rows = [r for r in payload["runs"] if arm in r and control in r]
+def difference_lines(payload: dict, arm: str, against: str, title: str, what: str) -> list:
+    """``arm`` against ``against`` per seed (both measured on it): group and pool differences, losers."""
+    rows = [r for r in payload["runs"] if arm in r and against in r]
     if not rows:
         return []
     names = ("overall", "en", "train", "unseen")
-    delta = lambda r, g: r[arm]["groups"][g] - r[control]["groups"][g]
-    pool = [r[arm]["pool_mrr"] - r[control]["pool_mrr"] for r in rows]
+    delta = lambda r, g: r[arm]["groups"][g] - r[against]["groups"][g]
+    pool = [r[arm]["pool_mrr"] - r[against]["pool_mrr"] for r in rows]
     lines = ["", f"## {title}", "", f"Differences {what}, same seeds:", "",
              "| seed | overall | en | train langs | unseen langs | pool langs | chosen epochs | s (arm / control) |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r, gain in zip(rows, pool):
         lines.append(f"| {r['seed']} | " + " | ".join(f"{delta(r, g):+.4f}" for g in names)
-                     + f" | {gain:+.4f} | {r[arm]['chosen_epoch']} / {r[control]['chosen_epoch']} "
-                     f"| {r[arm]['seconds']:.0f} / {r[control]['seconds']:.0f} |")
+                     + f" | {gain:+.4f} | {r[arm]['chosen_epoch']} / {r[against]['chosen_epoch']} "
+                     f"| {r[arm]['seconds']:.0f} / {r[against]['seconds']:.0f} |")
     lines.append("| mean | " + " | ".join(f"{statistics.mean(delta(r, g) for r in rows):+.4f}" for g in names)
                  + f" | {statistics.mean(pool):+.4f} | | |")
     lines += ["", f"Languages (>= {MIN_QUERIES} queries) losing more than 1 point, {what}:", ""]
-    lines += [loser_line(r["seed"], losers(r[control]["report"], r[arm]["report"], points=0.01)) for r in rows]
+    lines += [loser_line(r["seed"], losers(r[against]["report"], r[arm]["report"], points=0.01)) for r in rows]
     lines.append(f"* mean of the {len(rows)} seeds: " + (", ".join(f"{lang} {d:+.3f}" for lang, d in
-                                                              mean_losers(rows, arm, control)) or "none"))
+                                                              mean_losers(rows, arm, against)) or "none"))
     return lines
 
 
 def loser_line(seed: int, lost: list) -> str:
     """One seed's languages losing more than a point, for the md."""
     return f"* seed {seed}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in lost) or "none")
+
+
+COMPARISONS = (  # (arm, against, title, what the differences are), each on the seeds both were measured on
+    ("with-augment", "augment", "The pool on top of augmentation (`augment=True` and `unlabelled=pool`)",
+     "(pool and augment) − (augment alone)"),
+    ("with", "with-calibration-sits-out", ("The calibration languages training in the only labelling epoch (the "
+     "default since 2026-12-06) against sitting it out"), "(they train in epoch 1) − (they sit it out)"),
+    ("with-calibration-sits-out", "with-stretched-schedule", ("The learning rate decaying to zero at the last step "
+     "(since 2026-12-06) against the stretched schedule, the calibration languages sitting out epoch 1 in both"),
+     "(decay ends at the last step) − (decay planned for 384 pseudo-labels an epoch)"),
+    ("without-10-epochs", "without", ("A pool-free fine-tune with another schedule against the default one: how "
+     "much two equivalent runs differ"), "(up to 10 epochs) − (the default 5)"),
+    # measured before the schedule ended at the last step: against the default of then
+    ("with-stretched-schedule", "with-two-labelling-epochs", ("One labelling epoch (the default) against two, both "
+     "with the stretched schedule"), "(labels from the base model only) − (2 labelling epochs)"),
+    ("with-calibration-trains-first-epoch", "with-stretched-schedule", ("The calibration languages training in the "
+     "only labelling epoch too, both with the stretched schedule"), "(they train in epoch 1) − (they sit it out)"),
+)
 
 
 def render(payload: dict, out: Path) -> None:
@@ -290,21 +312,8 @@ def render(payload: dict, out: Path) -> None:
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += augment_lines(payload)
-    lines += difference_lines(payload, "with-augment", "augment", "The pool on top of augmentation "
-                              "(`augment=True` and `unlabelled=pool`)", "(pool and augment) − (augment alone)")
-    lines += difference_lines(payload, "with", "with-stretched-schedule", "The learning rate decaying to zero at "
-                              "the last step (the default since 2026-12-06) against the stretched schedule",
-                              "(decay ends at the last step) − (decay planned for 384 pseudo-labels an epoch)")
-    lines += difference_lines(payload, "without-10-epochs", "without", "A pool-free fine-tune with another "
-                              "schedule against the default one: how much two equivalent runs differ",
-                              "(up to 10 epochs) − (the default 5)")
-    # measured before the schedule ended at the last step: against the default of then
-    lines += difference_lines(payload, "with-stretched-schedule", "with-two-labelling-epochs", "One labelling epoch "
-                              "(the default) against two, both with the stretched schedule",
-                              "(labels from the base model only) − (2 labelling epochs)")
-    lines += difference_lines(payload, "with-calibration-trains-first-epoch", "with-stretched-schedule", "The "
-                              "calibration languages training in the only labelling epoch too, both with the "
-                              "stretched schedule", "(they train in epoch 1) − (the default: they sit it out)")
+    for arm, against, title, what in COMPARISONS:
+        lines += difference_lines(payload, arm, against, title, what)
     (out / "selftrain_ha.md").write_text("\n".join(lines) + "\n")
     first = next(r for r in payload["runs"] if "with" in r)
     plot_per_language({"base": payload["base"], "without pool": first["without"]["report"],
