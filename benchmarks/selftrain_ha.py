@@ -109,10 +109,12 @@ ARMS = {"without": "without pool",
         "with-p90": "with pool, re-labelled every epoch, precision 0.9, up to 1x the labelled anchors",
         "augment": "no pool, augment=True (a code-switched or noisy copy of every training query)",
         "without-10-epochs": "without pool, up to 10 epochs (as many steps as augment's 5)",
+        "without-warmup-12": "without pool, warmup over 12 % of the steps instead of 10 % (a change that should not "
+                             "matter: how much two equivalent runs differ)",
         "with-augment": "with pool (2 labelling epochs) and augment=True (both options)"}
 MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment",
-            "with-two-labelling-epochs")  # run here; the rest: history
-NO_POOL = ("without", "augment", "without-10-epochs")
+            "with-two-labelling-epochs", "without-warmup-12")  # run here; the rest: history
+NO_POOL = ("without", "augment", "without-10-epochs", "without-warmup-12")
 
 
 def summarise(payload: dict) -> None:
@@ -263,8 +265,10 @@ COMPARISONS = (  # (arm, against, title, what the differences are), each on the 
     ("with-calibration-sits-out", "with-stretched-schedule", ("The learning rate decaying to zero at the last step "
      "(since 2026-12-06) against the stretched schedule, the calibration languages sitting out epoch 1 in both"),
      "(decay ends at the last step) − (decay planned for 384 pseudo-labels an epoch)"),
-    ("without-10-epochs", "without", ("A pool-free fine-tune with another schedule against the default one: how "
-     "much two equivalent runs differ"), "(up to 10 epochs) − (the default 5)"),
+    ("without-warmup-12", "without", ("A placebo: the fine-tune without the pool, its warmup 12 % of the steps "
+     "instead of 10 %, against the default; how much two equivalent runs differ"), "(warmup 12 %) − (warmup 10 %)"),
+    ("without-10-epochs", "without", "A pool-free fine-tune with a longer schedule against the default one",
+     "(up to 10 epochs) − (the default 5)"),
     # measured before the schedule ended at the last step: against the default of then
     ("with-stretched-schedule", "with-two-labelling-epochs", ("One labelling epoch (the default) against two, both "
      "with the stretched schedule"), "(labels from the base model only) − (2 labelling epochs)"),
@@ -330,7 +334,8 @@ def main() -> None:
     parser.add_argument("--arms", default="without,with",
                         help="runs to measure per seed, of: without, with (the pool, defaults), with-dev-threshold "
                              "(the pool, threshold set on dev), augment (no pool, augmented anchors), without-10-epochs "
-                             "(augment's control: as many steps), with-augment (the pool and augment); with --append "
+                             "(augment's control: as many steps), with-augment (the pool and augment), "
+                             "with-two-labelling-epochs, without-warmup-12 (a placebo); with --append "
                              "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
@@ -369,6 +374,7 @@ def main() -> None:
                    "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
                    "augment": {"augment": True},
                    "without-10-epochs": {"epochs": 10},
+                   "without-warmup-12": {"warmup_ratio": 0.12},
                    "with-augment": {"unlabelled": unlabelled, "augment": True, "labelling_epochs": 2},
                    "with-two-labelling-epochs": {"unlabelled": unlabelled, "labelling_epochs": 2}}
         row = dict(earlier.get(seed, {}), seed=seed)

@@ -43,8 +43,9 @@ from .examples import Anchor
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRECISION = 0.97  # measured: at 0.9 on dev, the kept dialect questions were only 54-75 % right
-# with calibration languages, the epochs that give new labels (they sit out the ones before the last). Measured on Home Assistant, one
-# (labels from the base model only) against two: as much pool gain, no trained-language loss, half the time
+# with calibration languages, the epochs that give new labels (they sit out those before the last). Measured on
+# Home Assistant, one (labels from the base model only) against two: as much pool gain, no trained-language
+# loss, half the time
 CALIBRATED_LABELLING_EPOCHS = 1
 AUTO_LANGUAGE_SHARE = 4  # by default a quarter of the training languages calibrate (measured: 2 of 8 on Home Assistant)
 BOUND_CONFIDENCE = 0.95  # the precision reported as "at least" holds with this confidence on calibration-like queries
