@@ -99,10 +99,10 @@ ARMS = {"without": "without pool",
         "with-stretched-schedule": "with pool, the defaults until 2026-12-06: the learning-rate decay planned for the "
                                    "most pseudo-labels an epoch may add (384) while about 100 were used, so training "
                                    "ended at 31 % of the peak rate",
-        "with-calibration-trains-first-epoch": "with pool, as the default but the 2 calibration languages train in the "
-                                               "first epoch too (measured 2026-12-04 on 62e69cb with "
-                                               "PseudoLabeller.sitting_out(epoch) asking labelling(epoch + 1); "
-                                               "not kept)",
+        "with-calibration-trains-first-epoch": "with pool, the 2 calibration languages training in the first epoch too, "
+                                               "with the stretched schedule (measured 2026-12-04 on 62e69cb with "
+                                               "PseudoLabeller.sitting_out(epoch) asking labelling(epoch + 1), "
+                                               "the rule since 2026-12-06)",
         "with-two-labelling-epochs": "with pool, 2 labelling epochs (labelling_epochs=2; the default until 2026-12-03)",
         "with-dev-threshold": "with pool, threshold set on dev, every epoch labels (calibration_languages=0)",
         "with-relabel": "with pool, every question re-labelled every epoch (precision 0.97; an earlier default)",
