@@ -113,9 +113,13 @@ ARMS = {"without": "without pool",
                              "matter: how much two equivalent runs differ)",
         "with-augment": "with pool (2 labelling epochs) and augment=True (both options)",
         "with-50-per-epoch": "with pool, at most 50 pseudo-labelled anchors an epoch (pseudo_labels_per_epoch=50; "
-                             "the default allows 384, about 100 clear the threshold)"}
+                             "the default allows 384, about 100 clear the threshold)",
+        "with-half-weight": "with pool, each pseudo-labelled anchor's loss term weighing 0.5 (pseudo_label_weight=0.5)",
+        "with-precision-99": "with pool, the threshold aiming at 99 % correct pseudo-labels instead of 97 % "
+                             "(pseudo_label_precision=0.99)"}
 MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment",
-            "with-two-labelling-epochs", "without-warmup-12", "with-50-per-epoch")  # run here; the rest: history
+            "with-two-labelling-epochs", "without-warmup-12", "with-50-per-epoch",
+            "with-half-weight", "with-precision-99")  # run here; the rest: history
 NO_POOL = ("without", "augment", "without-10-epochs", "without-warmup-12")
 
 
@@ -262,6 +266,10 @@ def loser_line(seed: int, lost: list) -> str:
 COMPARISONS = (  # (arm, against, title, what the differences are), each on the seeds both were measured on
     ("with-50-per-epoch", "with", "Half the pseudo-labels: at most 50 an epoch against the default",
      "(at most 50) − (default)"),
+    ("with-half-weight", "with", "Pseudo-labelled anchors weighing 0.5 in the loss against 1 (the default)",
+     "(weight 0.5) − (weight 1)"),
+    ("with-precision-99", "with", "The threshold aiming at 99 % correct pseudo-labels against 97 % (the default)",
+     "(99 %) − (97 %)"),
     ("with-augment", "augment", "The pool on top of augmentation (`augment=True` and `unlabelled=pool`)",
      "(pool and augment) − (augment alone)"),
     ("with", "with-calibration-sits-out", ("The calibration languages training in the only labelling epoch (the "
@@ -381,7 +389,9 @@ def main() -> None:
                    "without-warmup-12": {"warmup_ratio": 0.12},
                    "with-augment": {"unlabelled": unlabelled, "augment": True, "labelling_epochs": 2},
                    "with-two-labelling-epochs": {"unlabelled": unlabelled, "labelling_epochs": 2},
-                   "with-50-per-epoch": {"unlabelled": unlabelled, "pseudo_labels_per_epoch": 50}}
+                   "with-50-per-epoch": {"unlabelled": unlabelled, "pseudo_labels_per_epoch": 50},
+                   "with-half-weight": {"unlabelled": unlabelled, "pseudo_label_weight": 0.5},
+                   "with-precision-99": {"unlabelled": unlabelled, "pseudo_label_precision": 0.99}}
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
             for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
