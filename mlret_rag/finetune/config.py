@@ -94,6 +94,8 @@ class FinetuneConfig:
         pseudo_label_precision: with unlabelled questions, the share of correct pseudo-labels the
             dev-chosen threshold aims at (:mod:`mlret_rag.finetune.pseudo_labels`).
         pseudo_label_weight: the loss weight of a pseudo-labelled anchor (a labelled one weighs 1), in (0, 1].
+        pseudo_labels_per_target: most pseudo-labels any one label (passage, for passage KBs) gets, the widest
+            margins first; ``None``: no cap.
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
         calibration_languages: with unlabelled questions, this many languages of the training queries (a
@@ -143,6 +145,7 @@ class FinetuneConfig:
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_label_weight: float = field(default=1.0, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
+    pseudo_labels_per_target: int | None = field(default=None, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
     check_memory: bool = field(default=True, metadata=_in("schedule"))
@@ -253,6 +256,8 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_label_weight must be a number in (0, 1], got {c.pseudo_label_weight!r}"),
         (c.pseudo_labels_per_epoch is None or integer(c.pseudo_labels_per_epoch, 1),
          f"pseudo_labels_per_epoch must be a positive integer or None, got {c.pseudo_labels_per_epoch!r}"),
+        (c.pseudo_labels_per_target is None or integer(c.pseudo_labels_per_target, 1),
+         f"pseudo_labels_per_target must be a positive integer or None, got {c.pseudo_labels_per_target!r}"),
         (c.calibration_languages is None or integer(c.calibration_languages, 0),
          f"calibration_languages must be an integer >= 0 or None, got {c.calibration_languages!r}"),
         (c.labelling_epochs is None or integer(c.labelling_epochs, 1),
