@@ -50,7 +50,6 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"calibration_languages": -1}, "calibration_languages must be an integer >= 0 or None"),
     ({"labelling_epochs": 0}, "labelling_epochs must be a positive integer or None"),
     ({"pseudo_label_precision": 1.0}, "pseudo_label_precision must be a number strictly between 0 and 1"),
-    ({"pseudo_label_weight": 0}, r"pseudo_label_weight must be a number in \(0, 1\]"),
     ({"false_negative_share": 0}, r"false_negative_share must be a number in \(0, 1\]"),
     ({"train_ratio": 0}, "train_ratio must be a number strictly between 0 and 1"),
     ({"overwrite": "yes"}, "overwrite must be True or False"),
@@ -95,7 +94,6 @@ def test_the_card_records_the_options_as_run_and_repeats_the_run(tmp_path):
     assert card["configuration"] == result.config.to_dict()
     assert card["sampling"]["negatives_per_anchor"] == 2 and card["training"]["batch_size"] == 4
     assert card["sampling"]["false_negative_share"] is None and card["training"]["pseudo_label_precision"] is None
-    assert card["training"]["pseudo_label_weight"] is None
 
     again = finetune(KB, QUERIES, out=tmp_path / "b", config=card["configuration"])  # a mapping works too
     assert again.config == result.config and again.train_loss == pytest.approx(result.train_loss, rel=1e-6)

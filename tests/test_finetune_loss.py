@@ -67,23 +67,6 @@ def test_config_and_bad_label_shape():
 
 
 
-def test_weighted_labels_scale_each_anchors_term_and_keep_the_mean_over_anchors():
-    torch.manual_seed(0)
-    cols = [torch.randn(4, 16) for _ in range(3)]
-    ids = torch.tensor([[i, 10 + i] for i in range(4)])
-    per_anchor = [masked_infonce_loss(cols[0], cols[1:], ids, scale=20.0, weights=torch.eye(4)[i]).item() * 4
-                  for i in range(4)]  # each anchor's own term, the others weighing 0
-    weights = torch.tensor([1.0, 0.5, 1.0, 0.25])
-    loss = LabelMaskedMNRLoss(model=None, scale=20.0, weighted=True)
-    got = loss.compute_loss_from_embeddings(cols, torch.cat([ids.float(), weights[:, None]], dim=1))
-    assert got.item() == pytest.approx(sum(w * t for w, t in zip(weights.tolist(), per_anchor)) / 4, rel=1e-5)
-    unweighted = LabelMaskedMNRLoss(model=None, scale=20.0).compute_loss_from_embeddings(cols, ids)
-    assert unweighted.item() == pytest.approx(sum(per_anchor) / 4, rel=1e-5)
-    assert loss.get_config_dict()["weighted"] is True
-    with pytest.raises(ValueError, match="weights must have shape"):
-        masked_infonce_loss(cols[0], cols[1:], ids, weights=torch.ones(3))
-
-
 @pytest.mark.parametrize("mode", ["constant", "cached"])
 def test_constant_and_cached_documents_train_only_through_the_anchors(encoder, mode):
     """Same loss value; the gradients are those of the loss with the document embeddings held constant."""

@@ -34,9 +34,6 @@ def finetune_command(
     pseudo_label_precision: Annotated[float, typer.Option(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the threshold aims at.",
         rich_help_panel=_SELF)] = 0.97,
-    pseudo_label_weight: Annotated[float, typer.Option(
-        "--pseudo-label-weight", help="Loss weight of a pseudo-labelled question (a labelled one weighs 1).",
-        rich_help_panel=_SELF)] = 1.0,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
@@ -128,8 +125,8 @@ def finetune_command(
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
-        pseudo_label_precision=pseudo_label_precision, pseudo_label_weight=pseudo_label_weight,
-        pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_labels_per_target=pseudo_labels_per_target,
+        pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
+        pseudo_labels_per_target=pseudo_labels_per_target,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

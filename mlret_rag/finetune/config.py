@@ -93,7 +93,6 @@ class FinetuneConfig:
             ``benchmarks/finetune_ha.py``, off by default).
         pseudo_label_precision: with unlabelled questions, the share of correct pseudo-labels the
             dev-chosen threshold aims at (:mod:`mlret_rag.finetune.pseudo_labels`).
-        pseudo_label_weight: the loss weight of a pseudo-labelled anchor (a labelled one weighs 1), in (0, 1].
         pseudo_labels_per_target: most pseudo-labels any one label (passage, for passage KBs) gets, the widest
             margins first; ``None``: no cap.
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
@@ -143,7 +142,6 @@ class FinetuneConfig:
     document_embeddings: str = field(default="trained", metadata=_in("schedule"))
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
-    pseudo_label_weight: float = field(default=1.0, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
     pseudo_labels_per_target: int | None = field(default=None, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
@@ -252,8 +250,6 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"frozen_layers must be an integer >= 0 or None, got {c.frozen_layers!r}"),
         (number(c.pseudo_label_precision) and 0 < c.pseudo_label_precision < 1,
          f"pseudo_label_precision must be a number strictly between 0 and 1, got {c.pseudo_label_precision!r}"),
-        (number(c.pseudo_label_weight) and 0 < c.pseudo_label_weight <= 1,
-         f"pseudo_label_weight must be a number in (0, 1], got {c.pseudo_label_weight!r}"),
         (c.pseudo_labels_per_epoch is None or integer(c.pseudo_labels_per_epoch, 1),
          f"pseudo_labels_per_epoch must be a positive integer or None, got {c.pseudo_labels_per_epoch!r}"),
         (c.pseudo_labels_per_target is None or integer(c.pseudo_labels_per_target, 1),

@@ -22,8 +22,7 @@ class Anchor:
     """A training question: text in any language, its label id, language and the KB record it came from.
 
     ``relevant`` (passage KBs) holds the index positions of the passages that answer it; the positive is
-    drawn from them and none of them is ever a negative. ``weight`` scales its term of the loss
-    (pseudo-labelled questions may weigh less than labelled ones).
+    drawn from them and none of them is ever a negative.
     """
 
     text: str
@@ -31,13 +30,11 @@ class Anchor:
     lang: str | None = None
     source_id: str | None = None
     relevant: tuple[int, ...] | None = None
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
 class Example:
-    """One training tuple, with the label id of the anchor (= positive) and of each negative, and the anchor's
-    loss weight."""
+    """One training tuple, with the label id of the anchor (= positive) and of each negative."""
 
     anchor: str
     positive: str
@@ -47,7 +44,6 @@ class Example:
     lang: str | None
     positive_id: str
     negative_ids: tuple[str, ...]
-    weight: float = 1.0
 
 
 def build_examples(
@@ -84,6 +80,5 @@ def build_examples(
             anchor=anchor.text, positive=index[pos].text, negatives=tuple(index[i].text for i in negs),
             label_id=label, negative_label_ids=tuple(int(labels[i]) for i in negs),
             lang=anchor.lang, positive_id=index[pos].id, negative_ids=tuple(index[i].id for i in negs),
-            weight=anchor.weight,
         ))
     return examples, no_positive

@@ -11,10 +11,8 @@ Optional loss-side hardness weighting, as sentence-transformers 6's ``MultipleNe
 chosen negatives (``"in_batch_negatives"``: other anchors' candidates; ``"hard_negatives"``: the anchor's
 own explicit negatives; ``"all_negatives"``: both), so harder negatives weigh more in the denominator.
 
-The trainer passes labels as a (batch, 1 + n_negatives) tensor: column 0 is the anchor's (and its
-positive's) label id, column ``j`` the label id of negative ``j``; with ``weighted=True`` one more column
-follows, the anchor's weight: its loss term is scaled by it (the batch's loss stays a mean over anchors,
-so a batch of anchors weighing 0.5 moves the model half as far).
+The trainer passes labels as a (batch, 1 + n_negatives) integer tensor: column 0 is the anchor's (and
+its positive's) label id, column ``j`` the label id of negative ``j``.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from .config import DOCUMENT_EMBEDDINGS, HARDNESS_MODES  # validated with the ot
 
 def masked_infonce_loss(
     anchors: Tensor, candidates: list[Tensor], labels: Tensor, *, scale: float = 20.0,
-    hardness_mode: str | None = None, hardness_strength: float = 0.0, weights: Tensor | None = None,
+    hardness_mode: str | None = None, hardness_strength: float = 0.0,
 ) -> Tensor:
     """Mean InfoNCE loss of ``anchors`` against all candidate columns, masking same-label false negatives.
 
@@ -40,7 +38,6 @@ def masked_infonce_loss(
         labels: (B, 1 + n_negatives) label ids (column 0: anchor/positive, column j: negative j).
         scale: inverse temperature applied to cosine similarities.
         hardness_mode, hardness_strength: loss-side hardness weighting (see the module docstring).
-        weights: (B,) factors of each anchor's loss term; default 1 each.
     """
     if hardness_mode not in HARDNESS_MODES:
         raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
@@ -52,8 +49,6 @@ def masked_infonce_loss(
             f"got {tuple(labels.shape)}"
         )
     batch = anchors.shape[0]
-    if weights is not None and weights.shape != (batch,):
-        raise ValueError(f"weights must have shape ({batch},) (one per anchor); got {tuple(weights.shape)}")
     docs = torch.cat(candidates, dim=0)  # column-major: positives, then negatives_1, ...
     doc_labels = labels.T.reshape(-1).to(anchors.device)
     cosine = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(docs, dim=-1).T
@@ -68,9 +63,7 @@ def masked_infonce_loss(
     false_negative = doc_labels[None, :] == labels[:, 0].to(anchors.device)[:, None]
     false_negative[rows, rows] = False  # the anchor's own positive stays
     scores = scores.masked_fill(false_negative, float("-inf"))
-    if weights is None:
-        return nn.functional.cross_entropy(scores, rows)
-    return (nn.functional.cross_entropy(scores, rows, reduction="none") * weights.to(scores)).mean()
+    return nn.functional.cross_entropy(scores, rows)
 
 
 class LabelMaskedMNRLoss(nn.Module):
@@ -86,12 +79,11 @@ class LabelMaskedMNRLoss(nn.Module):
         hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
         encode: what runs a column's forward instead of ``model`` (e.g. a
             :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
-        weighted: the labels' last column is each anchor's loss weight (module docstring).
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
                  hardness_strength: float = 0.0, document_embeddings: str = "trained",
-                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None, weighted: bool = False) -> None:
+                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -108,7 +100,6 @@ class LabelMaskedMNRLoss(nn.Module):
             raise ValueError(f"document_embeddings must be one of {', '.join(DOCUMENT_EMBEDDINGS)}; "
                              f"got {document_embeddings!r}")
         self.document_embeddings = document_embeddings
-        self.weighted = weighted
         self._cache: dict[bytes, Tensor] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
@@ -148,15 +139,11 @@ class LabelMaskedMNRLoss(nn.Module):
         """The loss from already computed column embeddings ``[anchors, positives, negatives_1, ...]``."""
         if len(embeddings) < 2:
             raise ValueError(f"expected at least anchor and positive columns, got {len(embeddings)}")
-        weights = None
-        if self.weighted:
-            labels, weights = labels[:, :-1].long(), labels[:, -1]
         return masked_infonce_loss(embeddings[0], list(embeddings[1:]), labels, scale=self.scale,
-                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength,
-                                   weights=weights)
+                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength)
 
     def get_config_dict(self) -> dict[str, Any]:
         """Configuration recorded in the model card."""
         return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
                 "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength,
-                "document_embeddings": self.document_embeddings, "weighted": self.weighted}
+                "document_embeddings": self.document_embeddings}

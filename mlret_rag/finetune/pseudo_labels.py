@@ -195,7 +195,6 @@ class PseudoLabeller:
     stats: dict[str, Any] = field(default_factory=dict)
     calibration_languages: tuple[str, ...] = ()  # their anchors are ``dev_texts``; they train once labelling ends
     labelling_epochs: int | None = None  # the first epochs that give new labels; None: all
-    weight: float = 1.0  # the loss weight of a pseudo-labelled anchor (a labelled one weighs 1)
     per_target: int | None = None  # most labels any one target gets, the most confident first; None: no cap
     _labels: dict[int, int] = field(default_factory=dict, repr=False)  # question -> its pseudo-label, for good
     _estimates: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (new, estimate, bound)
@@ -301,9 +300,8 @@ class PseudoLabeller:
 
     def _anchor(self, question: QueryRecord, best: int) -> Anchor:
         if self.passages:
-            return Anchor(question.text, self.index_labels[best], question.lang, None, relevant=(best,),
-                          weight=self.weight)
-        return Anchor(question.text, best, question.lang, None, weight=self.weight)
+            return Anchor(question.text, self.index_labels[best], question.lang, None, relevant=(best,))
+        return Anchor(question.text, best, question.lang, None)
 
 
 def calibration_languages(anchors: Sequence[Anchor], count: int | None, seed: int) -> tuple[str, ...]:

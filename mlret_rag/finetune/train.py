@@ -229,7 +229,7 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        training["pseudo_label_precision"] = training["pseudo_label_weight"] = None  # not used
+        training["pseudo_label_precision"] = None  # not used
     return {"sampling": sampling, "training": training}
 
 
@@ -288,8 +288,6 @@ def _similarity_name(similarity: str, descriptions: dict[str, str] | None, label
 
 
 def _dataset(examples: list[Example]):
-    """The examples as the trainer's columns; ``label`` holds the label ids (:mod:`.loss`), followed by the
-    anchor's loss weight when some example weighs other than 1."""
     from datasets import Dataset
 
     nfc = lambda t: unicodedata.normalize("NFC", t)
@@ -299,13 +297,7 @@ def _dataset(examples: list[Example]):
     for j in range(k):
         columns[f"negative_{j + 1}"] = [nfc(e.negatives[j]) for e in examples]
     columns["label"] = [[e.label_id, *e.negative_label_ids] for e in examples]
-    if _weighted(examples):
-        columns["label"] = [[*ids, e.weight] for ids, e in zip(columns["label"], examples)]
     return Dataset.from_dict(columns)
-
-
-def _weighted(examples: list[Example]) -> bool:
-    return any(e.weight != 1.0 for e in examples)
 
 
 @dataclass
@@ -500,7 +492,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                                 "labelling_epochs": labelling_epochs}
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs, weight=c.pseudo_label_weight, per_target=c.pseudo_labels_per_target)
+                          languages, labelling_epochs, per_target=c.pseudo_labels_per_target)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
@@ -555,8 +547,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
-                                        document_embeddings=config.document_embeddings, encode=prefix,
-                                        weighted=_weighted(examples)),
+                                        document_embeddings=config.document_embeddings, encode=prefix),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
