@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -192,23 +191,3 @@ def test_after_the_labelling_epochs_nothing_new_is_labelled_and_the_calibration_
     assert report["labelling"] and report["calibrated_on"] == ["sw"] and report["cleared"] > 0
     assert not after["labelling"] and after["threshold"] is None and after["cleared"] == 0
     assert after["labelled"] == report["labelled"] and {a.text for a in later} == {a.text for a in first}
-
-
-def test_the_per_target_cap_keeps_each_labels_widest_margins(encoder):
-    questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
-    free, _ = _labeller(questions, precision=0.5)
-    capped, _ = _labeller(questions, precision=0.5, per_target=2)
-    everything, report = free.round(encoder, 0)
-    kept, capped_report = capped.round(encoder, 0)
-    per_label = Counter(a.label_id for a in everything)
-    assert max(per_label.values()) > 2  # the cap has work to do
-    assert capped_report["cleared"] == len(kept) == sum(min(n, 2) for n in per_label.values())
-    assert capped_report["capped"] == report["cleared"] - capped_report["cleared"] > 0 and report["capped"] == 0
-    kb = load_demo_kb()
-    _, margin = target_margins(encoder.encode_queries([a.text for a in everything]),
-                               encoder.encode_documents([r.text for r in kb]), free.index_targets)
-    by_label: dict[int, list[tuple[float, str]]] = {}
-    for a, m in zip(everything, margin.tolist()):
-        by_label.setdefault(a.label_id, []).append((m, a.text))
-    widest = {text for pairs in by_label.values() for _, text in sorted(pairs, reverse=True)[:2]}
-    assert {a.text for a in kept} == widest

@@ -37,9 +37,6 @@ def finetune_command(
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
-    pseudo_labels_per_target: Annotated[int | None, typer.Option(
-        "--pseudo-labels-per-target", help="Most pseudo-labels any one label (passage) gets, the most confident "
-        "first (default: no cap).", rich_help_panel=_SELF)] = None,
     calibration_languages: Annotated[int | None, typer.Option(
         "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
         "languages, untrained whenever labels are given (default: a quarter of the languages when "
@@ -126,7 +123,6 @@ def finetune_command(
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
-        pseudo_labels_per_target=pseudo_labels_per_target,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

@@ -93,8 +93,6 @@ class FinetuneConfig:
             ``benchmarks/finetune_ha.py``, off by default).
         pseudo_label_precision: with unlabelled questions, the share of correct pseudo-labels the
             dev-chosen threshold aims at (:mod:`mlret_rag.finetune.pseudo_labels`).
-        pseudo_labels_per_target: most pseudo-labels any one label (passage, for passage KBs) gets, the widest
-            margins first; ``None``: no cap.
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
         calibration_languages: with unlabelled questions, this many languages of the training queries (a
@@ -143,7 +141,6 @@ class FinetuneConfig:
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
-    pseudo_labels_per_target: int | None = field(default=None, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
     check_memory: bool = field(default=True, metadata=_in("schedule"))
@@ -252,8 +249,6 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_label_precision must be a number strictly between 0 and 1, got {c.pseudo_label_precision!r}"),
         (c.pseudo_labels_per_epoch is None or integer(c.pseudo_labels_per_epoch, 1),
          f"pseudo_labels_per_epoch must be a positive integer or None, got {c.pseudo_labels_per_epoch!r}"),
-        (c.pseudo_labels_per_target is None or integer(c.pseudo_labels_per_target, 1),
-         f"pseudo_labels_per_target must be a positive integer or None, got {c.pseudo_labels_per_target!r}"),
         (c.calibration_languages is None or integer(c.calibration_languages, 0),
          f"calibration_languages must be an integer >= 0 or None, got {c.calibration_languages!r}"),
         (c.labelling_epochs is None or integer(c.labelling_epochs, 1),

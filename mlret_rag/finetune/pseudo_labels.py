@@ -195,7 +195,6 @@ class PseudoLabeller:
     stats: dict[str, Any] = field(default_factory=dict)
     calibration_languages: tuple[str, ...] = ()  # their anchors are ``dev_texts``; they train once labelling ends
     labelling_epochs: int | None = None  # the first epochs that give new labels; None: all
-    per_target: int | None = None  # most labels any one target gets, the most confident first; None: no cap
     _labels: dict[int, int] = field(default_factory=dict, repr=False)  # question -> its pseudo-label, for good
     _estimates: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (new, estimate, bound)
 
@@ -218,7 +217,6 @@ class PseudoLabeller:
             self._drop_unreadable(encoder)
         fresh = [i for i in range(len(self.questions)) if i not in self._labels]
         new: list[int] = []
-        capped = 0  # questions that cleared the threshold but found their target full (``per_target``)
         estimate = bound = threshold = dev_above = None
         if self.labelling(epoch):
             index_vecs = encoder.encode_documents(self.index_texts)
@@ -233,10 +231,6 @@ class PseudoLabeller:
             best, margin = target_margins(encoder.encode_queries([self.questions[i].text for i in fresh]),
                                           index_vecs, self.index_targets)
             clears = np.flatnonzero(margin >= threshold)
-            if self.per_target is not None:
-                capped = len(clears)
-                clears = self._capped(clears, best, margin)
-                capped -= len(clears)
             new = [fresh[j] for j in clears.tolist()]
             self._labels.update((fresh[j], int(best[j])) for j in clears.tolist())
             estimate = estimated_precision(dev_margin, dev_correct, margin[clears])
@@ -261,7 +255,7 @@ class PseudoLabeller:
             "estimated_precision_all": _rounded(sum(n * e for n, e, _ in self._estimates) / weight if weight else None),
             "precision_lower_bound": _rounded(bound if new else None),
             "precision_lower_bound_all": _rounded(sum(n * b for n, _, b in self._estimates) / weight if weight else None),
-            "cleared": len(new), "capped": capped, "labelled": len(labelled), "used": len(anchors),
+            "cleared": len(new), "labelled": len(labelled), "used": len(anchors),
             "cleared_per_language": {lang: cleared.get(lang, 0) for lang, _ in langs.most_common()},
             "used_per_language": {lang: used.get(lang, 0) for lang, _ in langs.most_common()},
         }
@@ -270,17 +264,6 @@ class PseudoLabeller:
                            epoch + 1, MIN_CLEARING, "calibration" if self.calibration_languages else "dev",
                            100 * self.precision)
         return anchors, report
-
-    def _capped(self, clears: np.ndarray, best: np.ndarray, margin: np.ndarray) -> np.ndarray:
-        """The clearing questions, at most ``per_target`` per target counting labels given before, the widest
-        margins first: confident questions crowd onto the few targets the model already knows best."""
-        given = Counter(self._labels.values())
-        keep = []
-        for j in sorted(clears.tolist(), key=lambda j: -margin[j]):
-            if given[int(best[j])] < self.per_target:
-                given[int(best[j])] += 1
-                keep.append(j)
-        return np.array(sorted(keep), dtype=np.int64)
 
     def _drop_unreadable(self, encoder) -> None:
         """Drop questions the model's vocabulary cannot read (mostly unknown tokens): they all encode alike,

@@ -448,8 +448,7 @@ def pseudo_label_line(report: dict[str, Any]) -> str:
         return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on {on}); {used}"
     est, bound = report["estimated_precision"], report.get("precision_lower_bound")
     precision = "-" if est is None else f"{est:.2f}" + ("" if bound is None else f", at least {bound:.2f}")
-    full = f", {report['capped']} more whose label was full" if report.get("capped") else ""
-    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f}{full} "
+    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f} "
             f"(dev precision {report['dev_precision']:.2f}, estimated {precision}); {used}")
 
 
@@ -492,7 +491,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                                 "labelling_epochs": labelling_epochs}
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs, per_target=c.pseudo_labels_per_target)
+                          languages, labelling_epochs)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
