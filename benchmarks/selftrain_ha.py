@@ -383,8 +383,8 @@ def main() -> None:
     earlier: dict = {}
     if args.append and saved.exists():  # keep what other seeds, and other runs of these seeds, measured
         earlier = {r["seed"]: r for r in json.loads(saved.read_text())["runs"]}
-        fresh = {int(s) for s in args.seeds.split(",")}
-        payload["runs"] = [r for seed, r in earlier.items() if seed not in fresh]
+        payload["runs"] = list(earlier.values())  # a seed's row is replaced when its runs are done, so a
+        # run stopped half-way loses none of what was saved
     args.out.mkdir(parents=True, exist_ok=True)
     arms = args.arms.split(",")
     if unknown := set(arms) - set(MEASURED):
@@ -427,8 +427,7 @@ def main() -> None:
             print(seed, name, row[name]["groups"], "pool", row[name]["pool_mrr"], f"{seconds:.0f}s", flush=True)
         for name in (n for n in ARMS if n not in NO_POOL and n in row):  # what each lost to the pool
             row[key("losers", name)] = losers(row["without"]["report"], row[name]["report"], points=0.01)
-        payload["runs"].append(row)
-        payload["runs"].sort(key=lambda r: r["seed"])
+        payload["runs"] = sorted([r for r in payload["runs"] if r["seed"] != seed] + [row], key=lambda r: r["seed"])
         summarise(payload)
         saved.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         render(payload, args.out)
