@@ -123,10 +123,17 @@ ARMS = {"without": "without pool",
                             "97f425f with its option pseudo_labels_per_target=4, removed since: by default the base "
                             "model's confident questions crowd onto a few intents, e.g. 17 of seed 0's 101 on "
                             "HassGetCurrentDate, and capping them cost the pool languages 40 % of their gain)"}
-MEASURED = ("without", "with", "with-dev-threshold", "augment", "without-10-epochs", "with-augment",
-            "with-two-labelling-epochs", "without-warmup-12", "with-50-per-epoch",
-            "with-precision-99")  # run here; the rest: history
-NO_POOL = ("without", "augment", "without-10-epochs", "without-warmup-12")
+POOL = object()  # stands for the unlabelled pool in OPTIONS
+OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
+           "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
+           "augment": {"augment": True},
+           "without-10-epochs": {"epochs": 10},
+           "without-warmup-12": {"warmup_ratio": 0.12},
+           "with-augment": {"unlabelled": POOL, "augment": True, "labelling_epochs": 2},
+           "with-two-labelling-epochs": {"unlabelled": POOL, "labelling_epochs": 2},
+           "with-50-per-epoch": {"unlabelled": POOL, "pseudo_labels_per_epoch": 50},
+           "with-precision-99": {"unlabelled": POOL, "pseudo_label_precision": 0.99}}  # the other ARMS: history
+NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
 
 
 def summarise(payload: dict) -> None:
@@ -352,15 +359,18 @@ def main() -> None:
     parser.add_argument("--append", action="store_true", help="add these seeds to the saved results")
     parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--arms", default="without,with",
-                        help="runs to measure per seed, of: without, with (the pool, defaults), with-dev-threshold "
-                             "(the pool, threshold set on dev), augment (no pool, augmented anchors), without-10-epochs "
-                             "(augment's control: as many steps), with-augment (the pool and augment), "
-                             "with-two-labelling-epochs, without-warmup-12 (a placebo), with-50-per-epoch, with-precision-99; with --append "
+                        help=f"runs to measure per seed, of: {', '.join(OPTIONS)} (described in ARMS); with --append "
                              "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",
                         help="take the run without the pool from finetune_ha.json's default run of the same seed "
                              "(the same data and call)")
     args = parser.parse_args()
+    arms = args.arms.split(",")
+    if unknown := set(arms) - set(OPTIONS):
+        raise SystemExit(f"--arms: unknown {', '.join(sorted(unknown))}")
+    if "without" not in arms and not (args.append or args.reuse_without):
+        raise SystemExit("--arms: every arm is compared with the run without the pool; add 'without', "
+                         "--append (the saved one) or --reuse-without")
     saved = args.out / "selftrain_ha.json"
     if args.render_only:
         payload = json.loads(saved.read_text())
@@ -386,19 +396,7 @@ def main() -> None:
         payload["runs"] = list(earlier.values())  # a seed's row is replaced when its runs are done, so a
         # run stopped half-way loses none of what was saved
     args.out.mkdir(parents=True, exist_ok=True)
-    arms = args.arms.split(",")
-    if unknown := set(arms) - set(MEASURED):
-        raise SystemExit(f"--arms: unknown {', '.join(sorted(unknown))}")
     for seed in (int(s) for s in args.seeds.split(",")):
-        options = {"without": {}, "with": {"unlabelled": unlabelled},
-                   "with-dev-threshold": {"unlabelled": unlabelled, "calibration_languages": 0},
-                   "augment": {"augment": True},
-                   "without-10-epochs": {"epochs": 10},
-                   "without-warmup-12": {"warmup_ratio": 0.12},
-                   "with-augment": {"unlabelled": unlabelled, "augment": True, "labelling_epochs": 2},
-                   "with-two-labelling-epochs": {"unlabelled": unlabelled, "labelling_epochs": 2},
-                   "with-50-per-epoch": {"unlabelled": unlabelled, "pseudo_labels_per_epoch": 50},
-                   "with-precision-99": {"unlabelled": unlabelled, "pseudo_label_precision": 0.99}}
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
             for saved_key in (name, *(key(kind, name) for kind in ("precision", "unlabelled_stats", "losers"))):
@@ -408,7 +406,7 @@ def main() -> None:
         for name in arms:
             if name in row:
                 continue
-            extra = options[name]
+            extra = {k: unlabelled if v is POOL else v for k, v in OPTIONS[name].items()}
             with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
                 t = time.perf_counter()
                 result = finetune(bench.index, bench.train_queries, out=Path(tmp) / "m",
