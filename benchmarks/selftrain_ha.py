@@ -92,7 +92,9 @@ def key(kind: str, arm: str) -> str:
 ARMS = {"without": "without pool",
         "with": ("with pool (defaults since 2026-12-06: the base model labels before the first epoch, the threshold "
                  "set on 2 training languages that then train from that epoch on; the learning rate decays to zero "
-                 "at the last step)"),
+                 "at the last step; since 2026-12-06 the training queries must agree with each label)"),
+        "with-kb-margin": ("with pool, the KB margin alone deciding (pseudo_label_agreement=False; the default until "
+                           "2026-12-06, otherwise as the default)"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",
@@ -125,6 +127,7 @@ ARMS = {"without": "without pool",
                             "HassGetCurrentDate, and capping them cost the pool languages 40 % of their gain)"}
 POOL = object()  # stands for the unlabelled pool in OPTIONS
 OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
+           "with-kb-margin": {"unlabelled": POOL, "pseudo_label_agreement": False},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
            "without-10-epochs": {"epochs": 10},

@@ -34,6 +34,9 @@ def finetune_command(
     pseudo_label_precision: Annotated[float, typer.Option(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the threshold aims at.",
         rich_help_panel=_SELF)] = 0.97,
+    pseudo_label_agreement: Annotated[bool, typer.Option(
+        "--pseudo-label-agreement/--no-pseudo-label-agreement", help="Intent KBs: pseudo-label a question only "
+        "when its nearest training queries agree with the KB's label.", rich_help_panel=_SELF)] = True,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
@@ -122,7 +125,8 @@ def finetune_command(
         learning_rate=learning_rate, warmup_ratio=warmup_ratio, max_steps=max_steps, max_seconds=max_seconds,
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
-        pseudo_label_precision=pseudo_label_precision, pseudo_labels_per_epoch=pseudo_labels_per_epoch,
+        pseudo_label_precision=pseudo_label_precision, pseudo_label_agreement=pseudo_label_agreement,
+        pseudo_labels_per_epoch=pseudo_labels_per_epoch,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

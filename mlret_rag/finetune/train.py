@@ -33,6 +33,7 @@ from .memory import check_training_memory
 from .pseudo_labels import (
     CALIBRATED_LABELLING_EPOCHS,
     PseudoLabeller,
+    Voters,
     calibration_languages,
     unlabelled_questions,
 )
@@ -464,11 +465,12 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
             "(--dev FILE), more training queries, a dev_share (--dev-share) that leaves at least 20 of them, "
             "or calibration languages (--calibration-languages)"
         )
-    dev_texts, dev_targets = [], []
+    dev_texts, dev_targets, dev_sources = [], [], []
     if languages:  # calibrated on these languages' anchors, untrained while labels are given, not on dev
         held_out = [a for a in data.anchors if a.lang in languages]
         dev_texts = [a.text for a in held_out]
         dev_targets = [a.relevant if data.passages else (a.label_id,) for a in held_out]
+        dev_sources = [a.source_id for a in held_out]
     else:
         position = {r.id: i for i, r in enumerate(data.index)}
         label_ids = {label: i for i, label in enumerate(data.labels)}
@@ -480,6 +482,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
             if targets:
                 dev_texts.append(q.text)
                 dev_targets.append(targets)
+                dev_sources.append(q.source_id)
     known = [a.text for a in data.anchors] + ([q.text for q in dev.queries] if dev else [])
     questions, stats = unlabelled_questions(questions, known_texts=known)
     per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
@@ -489,9 +492,13 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     if languages:
         stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
                                 "labelling_epochs": labelling_epochs}
+    # intent KBs: the labelled anchors that train vote on each label (passages have too few queries each)
+    voting = [a for a in data.anchors if a.lang not in languages] if c.pseudo_label_agreement and not data.passages else []
+    voters = Voters([a.text for a in voting], [a.label_id for a in voting], [a.source_id for a in voting],
+                    dev_sources) if voting else None
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs)
+                          languages, labelling_epochs, voters)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
