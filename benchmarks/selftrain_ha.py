@@ -92,9 +92,9 @@ def key(kind: str, arm: str) -> str:
 ARMS = {"without": "without pool",
         "with": ("with pool (defaults since 2026-12-06: the base model labels before the first epoch, the threshold "
                  "set on 2 training languages that then train from that epoch on; the learning rate decays to zero "
-                 "at the last step; since 2026-12-06 the training queries must agree with each label)"),
-        "with-kb-margin": ("with pool, the KB margin alone deciding (pseudo_label_agreement=False; the default until "
-                           "2026-12-06, otherwise as the default)"),
+                 "at the last step)"),
+        "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
+                           "(pseudo_label_agreement=True)"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",
@@ -127,7 +127,7 @@ ARMS = {"without": "without pool",
                             "HassGetCurrentDate, and capping them cost the pool languages 40 % of their gain)"}
 POOL = object()  # stands for the unlabelled pool in OPTIONS
 OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
-           "with-kb-margin": {"unlabelled": POOL, "pseudo_label_agreement": False},
+           "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
            "without-10-epochs": {"epochs": 10},
@@ -137,14 +137,19 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-50-per-epoch": {"unlabelled": POOL, "pseudo_labels_per_epoch": 50},
            "with-precision-99": {"unlabelled": POOL, "pseudo_label_precision": 0.99}}  # the other ARMS: history
 NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
+JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
+    ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
+    ("with-agreement", "agreement", "With the training queries' agreement (`pseudo_label_agreement=True`):"),
+)
 
 
 def summarise(payload: dict) -> None:
     rows = [r for r in payload["runs"] if "with" in r]  # seeds measured with the current defaults
     m, payload["verdicts"] = arm_targets(rows, "with")
-    on_dev = [r for r in payload["runs"] if "with-dev-threshold" in r]
-    if on_dev:
-        m["dev_threshold"], payload["verdicts_dev_threshold"] = arm_targets(on_dev, "with-dev-threshold")
+    for arm, name, _ in JUDGED_ARMS:
+        measured = [r for r in payload["runs"] if arm in r]
+        if measured:
+            m[name], payload[f"verdicts_{name}"] = arm_targets(measured, arm)
     aug = [r for r in rows if "augment" in r]
     if aug:
         for group in ("unseen", "train", "en"):
@@ -280,6 +285,8 @@ def loser_line(seed: int, lost: list) -> str:
 
 
 COMPARISONS = (  # (arm, against, title, what the differences are), each on the seeds both were measured on
+    ("with-agreement", "with", ("Pseudo-labels needing the training queries' agreement against the KB margin "
+     "alone (the default)"), "(agreement) − (KB margin alone)"),
     ("with-50-per-epoch", "with", "Half the pseudo-labels: at most 50 an epoch against the default",
      "(at most 50) − (default)"),
     ("with-half-weight", "with", "Pseudo-labelled anchors weighing 0.5 in the loss against 1 (the default)",
@@ -322,10 +329,9 @@ def render(payload: dict, out: Path) -> None:
             g = x["groups"]
             lines.append(f"| {r['seed']} | {ARMS[name]} | {g['overall']:.4f} | {g['en']:.4f} | {g['train']:.4f} | "
                          f"{g['unseen']:.4f} | {x['pool_mrr']:.4f} | {x['chosen_epoch']} | {x['seconds']:.0f} |")
-    on_dev = payload.get("verdicts_dev_threshold")
     lines += ["", "## Targets (issue 11)", "", *payload["verdicts"], "",
-              *(["With the threshold set on dev instead (`calibration_languages=0`):", "", *on_dev, ""]
-                if on_dev else []),
+              *[line for _, name, heading in JUDGED_ARMS if payload.get(f"verdicts_{name}")
+                for line in (heading, "", *payload[f"verdicts_{name}"], "")],
               "## Pool languages, MRR without / with the pool (mean over seeds)", "",
               "| language | queries | base | without | with | gain |", "|---|---:|---:|---:|---:|---:|"]
     for lang in POOL_LANGUAGES:

@@ -13,6 +13,8 @@ from mlret_rag.errors import KnowledgeBaseError
 from mlret_rag.finetune import (
     Anchor,
     PseudoLabeller,
+    Voters,
+    agreed_margins,
     calibration_languages,
     choose_threshold,
     estimated_precision,
@@ -53,6 +55,34 @@ def test_passages_are_their_own_targets():
     assert best.tolist() == [1]
     q = _unit([[0.9, 0.45]])[0]
     assert margin[0] == pytest.approx(q @ index[1] - q @ index[0])
+
+
+def test_a_pseudo_label_needs_the_voters_to_agree_and_its_confidence_adds_both_margins():
+    index, labels = np.eye(4)[:3], [0, 1, 2]  # the KB: one record per label
+    voters, voted = np.eye(4)[[0, 1, 3]], [0, 1, 2]  # label 2's voting query lies elsewhere than its record
+    queries = np.array([[0.9, 0.3, 0.0, 0.1],   # KB: 0 by 0.6; voters: 0 by 0.6
+                        [0.2, 0.0, 0.5, 0.6],   # KB: 2 by 0.3; voters: 2 by 0.4
+                        [0.5, 0.1, 0.6, 0.0]])  # KB: 2 by 0.1; voters: 0 -> no label
+    best, confidence = agreed_margins(queries, index, labels, voters, voted)
+    assert best.tolist() == [0, 2, 2]
+    assert confidence[:2] == pytest.approx([1.2, 0.7]) and confidence[2] == -np.inf
+    # a query's own translation may not vote on it: without voter 0, label 1's voter wins for the first query
+    exclude = np.zeros((3, 3), dtype=bool)
+    exclude[0, 0] = True
+    _, confidence = agreed_margins(queries, index, labels, voters, voted, exclude)
+    assert confidence[0] == -np.inf and confidence[1] == pytest.approx(0.7)
+
+
+def test_a_disagreement_never_clears_a_threshold_even_when_right():
+    assert choose_threshold([1.2, 0.7, -np.inf], [True, True, True], precision=1.0, min_clearing=1) == pytest.approx(0.7)
+    assert choose_threshold([-np.inf] * 20, [True] * 20, min_clearing=1) is None
+    assert estimated_precision([0.2, 0.4, -np.inf], [False, True, True], [0.4]) == pytest.approx(1.0)
+
+
+def test_voters_sharing_a_source_with_a_calibration_query_are_excluded_from_it():
+    voters = Voters(["a", "b", "c"], [0, 1, 0], ["s1", None, "s2"], dev_sources=["s1", None])
+    assert voters.exclusions().tolist() == [[True, False, False], [False, False, False]]
+    assert Voters(["a"], [0], [None], dev_sources=[None, "s1"]).exclusions() is None
 
 
 def test_threshold_is_the_lowest_margin_whose_cleared_dev_queries_reach_the_precision():
@@ -137,6 +167,22 @@ def test_the_threshold_depends_on_dev_alone_and_kept_questions_carry_their_best_
     truth = {q.text: q.label for q in train}
     right = sum(truth[a.text] == labels[a.label_id] for a in anchors) / len(anchors)
     assert right >= 0.6 and all(a.source_id is None and a.relevant is None for a in anchors)
+
+
+def test_with_voters_every_pseudo_label_is_also_the_nearest_training_queries_label(encoder):
+    train = load_queries(demo_train_questions_path())
+    voting, pool = train[::2], [QueryRecord(q.text, lang=q.lang) for q in train[1::2]]
+    plain, labels = _labeller(pool, precision=0.8)
+    ids = {label: i for i, label in enumerate(labels)}
+    voters = Voters([q.text for q in voting], [ids[q.label] for q in voting], [None] * len(voting),
+                    [None] * len(plain.dev_texts))
+    agreed, _ = _labeller(pool, precision=0.8, voters=voters)
+    anchors, report = agreed.round(encoder, 0)
+    assert report["voters"] == len(voting) and plain.round(encoder, 0)[1]["voters"] is None
+    assert 0 < report["cleared"] == len(anchors) and report["dev_precision"] >= 0.8
+    voted, _ = target_margins(encoder.encode_queries([a.text for a in anchors]),
+                              encoder.encode_queries(voters.texts), voters.targets)
+    assert voted.tolist() == [a.label_id for a in anchors]
 
 
 def test_a_label_once_given_stays_and_only_new_questions_are_labelled(encoder):

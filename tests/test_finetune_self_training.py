@@ -45,6 +45,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     (round_,) = card["selection"]["pseudo_labels"]
     assert f"epoch 1 pseudo-labels: {round_['cleared']} new above margin" in res.output
     assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["labelled"] == round_["used"] > 0
+    assert round_["voters"] is None  # the KB margin alone decides by default
     bound = round_["precision_lower_bound"]
     assert 0 < bound < round_["dev_precision"] and f"at least {bound:.2f})" in res.output
     assert card["training"]["pseudo_label_precision"] == 0.9
@@ -54,9 +55,9 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert "## Pseudo-labelled questions (self-training)" in readme and f"| {bound:.4g} |" in readme
 
 
-@pytest.mark.parametrize(("augment", "labelling_epochs"), [(False, 1), (True, 2)])
+@pytest.mark.parametrize(("augment", "labelling_epochs", "agreement"), [(False, 1, True), (True, 2, False)])
 def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_are_given(
-        tmp_path, augment, labelling_epochs):
+        tmp_path, augment, labelling_epochs, agreement):
     kb = _demo_kb_file(tmp_path)
     train = load_queries(demo_train_questions_path())
     queries = _write(tmp_path / "train.jsonl", [{"text": q.text, "label": q.label, "lang": q.lang} for q in train])
@@ -66,7 +67,8 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
                                    "--out", str(out), "--epochs", "2", "--batch-size", "16",
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
                                    "--labelling-epochs", str(labelling_epochs), "--quiet",
-                                   *(["--augment"] if augment else [])])
+                                   *(["--augment"] if augment else []),
+                                   *(["--pseudo-label-agreement"] if agreement else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
     copies = 2 if augment else 1  # a synthetic copy keeps its language: it sits out with its anchor
@@ -81,6 +83,12 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
             f"{untrained}") in res.output
     first, second = card["selection"]["pseudo_labels"]
     assert first["labelling"] and first["calibrated_on"] == langs and first["threshold"] is not None
+    # with --pseudo-label-agreement the training queries outside the calibration languages vote on each label
+    voting = sum(n for lang, n in per_language.items() if lang not in langs)
+    assert first["voters"] == (voting if agreement else None)
+    assert (f"a pseudo-label also needs the {voting} training queries nearest to the question to agree"
+            in res.output) == agreement
+    assert (f"The {voting} labelled training queries vote too" in (out / "README.md").read_text()) == agreement
     if labelling_epochs == 1:  # the base model gave every label, before the first epoch trained them all
         assert not second["labelling"] and second["cleared"] == 0 and second["labelled"] == first["labelled"]
         assert "epoch 2 pseudo-labels: no new one (labelling epochs over)" in res.output
@@ -153,6 +161,7 @@ def test_passage_kbs_pseudo_label_with_the_best_passage_and_unreadable_text_is_l
     (report,) = result.selection["pseudo_labels"]
     ids = {r.id for r in bench.kb}
     assert len(kept) == report["used"] and all(pid in ids for _, pid in kept)
+    assert report["voters"] is None  # a passage has too few training queries to vote on it
     truth = {q.text: set(q.relevant_ids) for q in french}
     if kept:  # the threshold is set on dev; whatever clears it must mostly be right
         assert sum(pid in truth[text] for text, pid in kept) / len(kept) >= 0.5

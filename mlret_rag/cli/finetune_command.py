@@ -35,8 +35,8 @@ def finetune_command(
         "--pseudo-label-precision", help="Share of correct pseudo-labels the threshold aims at.",
         rich_help_panel=_SELF)] = 0.97,
     pseudo_label_agreement: Annotated[bool, typer.Option(
-        "--pseudo-label-agreement/--no-pseudo-label-agreement", help="Intent KBs: pseudo-label a question only "
-        "when its nearest training queries agree with the KB's label.", rich_help_panel=_SELF)] = True,
+        "--pseudo-label-agreement", help="Intent KBs: pseudo-label a question only when its nearest training "
+        "queries agree with the KB's label (more precise labels; see the README).", rich_help_panel=_SELF)] = False,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
@@ -190,6 +190,9 @@ def summary_lines(result: Any) -> str:
                          f"{', '.join(cal['languages'])}, "
                          + ("before they train" if out_for == 0 else
                             f"which sit out the first {'epoch' if out_for == 1 else f'{out_for} epochs'}"))
+        if sel["pseudo_labels"][0].get("voters"):
+            lines.append(f"a pseudo-label also needs the {sel['pseudo_labels'][0]['voters']} training queries "
+                         "nearest to the question to agree (margin: KB + queries)")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

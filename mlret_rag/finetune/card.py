@@ -92,10 +92,13 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
                                  else f"first {cal['labelling_epochs']} epochs, the only ones")
     on = (f"the {cal['queries']} training queries in {', '.join(cal['languages'])}, which sat out training in the "
           f"{epochs} giving new labels" if cal else "the dev queries")
+    voters = rounds[0].get("voters")
+    agreeing = ("" if not voters else f" The {voters} labelled training queries vote too: the label must also win "
+                "among them, and the margin is the sum of both.")
     lines = ["## Pseudo-labelled questions (self-training)", "",
              (f"{(pool or {}).get('used', '?')} unlabelled questions, pseudo-labelled with the current model at the "
               "start of each epoch; a question never trained on gets a label for good when its best target beats "
-              f"the runner-up by the threshold margin, chosen for the precision target on {on}. The estimate "
+              f"the runner-up by the threshold margin, chosen for the precision target on {on}.{agreeing} The estimate "
               "applies their accuracy per margin (isotonic fit) to the new labels' margins ('dev precision': "
               "theirs above the threshold; 'at least': its one-sided 95 % Clopper-Pearson lower bound, for how "
               "few they are). Both describe queries like the calibration ones; questions in harder languages "

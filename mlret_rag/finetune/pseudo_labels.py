@@ -6,10 +6,10 @@ queries. Here they are used by self-training, refreshed every labelling epoch (e
 1. encode the unlabelled questions, the calibration queries and the index with the **current** model;
 2. a question's confidence is the **margin** by which its best target (label, or passage for passage
    KBs) beats the runner-up: ``score(best) - score(second)``, a target scoring as its best index record.
-   For intent KBs the labelled training queries vote too (:func:`agreed_margins`): the label must also win
-   among them, and the confidence is the sum of both margins. Measured on Home Assistant: the base model
-   labelled lawn-mower questions in Basque as "previous track" by a clear KB margin, and training on them
-   cost Catalan and Greek their lawn-mower questions; the training queries outvote such labels;
+   With ``voters`` (intent KBs, ``pseudo_label_agreement``) the labelled training queries vote too
+   (:func:`agreed_margins`): the label must also win among them, and the confidence is the sum of both
+   margins. Measured on Home Assistant, it vetoes confident mistakes such as Basque lawn-mower questions
+   labelled "previous track" (which cost Catalan and Greek their lawn-mower questions);
 3. the threshold is the lowest margin at which the calibration queries (labelled, not trained on at that
    point, never pseudo-labelled) that clear it are at least ``precision`` correct (:func:`choose_threshold`);
 4. questions clearing it get that pseudo-label for good; only questions never trained on are labelled

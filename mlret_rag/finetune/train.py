@@ -492,7 +492,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     if languages:
         stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
                                 "labelling_epochs": labelling_epochs}
-    # intent KBs: the labelled anchors that train vote on each label (passages have too few queries each)
+    # intent KBs: the labelled anchors that train may vote on each label (a passage has too few queries to)
     voting = [a for a in data.anchors if a.lang not in languages] if c.pseudo_label_agreement and not data.passages else []
     voters = Voters([a.text for a in voting], [a.label_id for a in voting], [a.source_id for a in voting],
                     dev_sources) if voting else None
