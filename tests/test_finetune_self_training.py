@@ -145,7 +145,7 @@ def test_pseudo_labels_never_serve_as_dev_and_a_seed_fixes_the_run(tmp_path):
     assert np.allclose(a, b, atol=1e-6)
 
 
-def test_passage_kbs_pseudo_label_with_the_best_passage_and_unreadable_text_is_left_out(tmp_path):
+def test_passage_kbs_pseudo_label_with_the_best_passage_and_unreadable_text_is_left_out(tmp_path, caplog):
     from mlret_rag.datasets import build_passage_benchmark
 
     bench = build_passage_benchmark(n_passages=20, train_languages=("es", "de"), test_languages=("es", "fr"))
@@ -153,8 +153,11 @@ def test_passage_kbs_pseudo_label_with_the_best_passage_and_unreadable_text_is_l
     french = [q for q in bench.test_queries if q.lang == "fr"]
     runes = [QueryRecord("ᚠᚢᚦᚨ ᚱᚲ" + "ᚨ" * i, lang="runic") for i in range(5)]
     pool = [QueryRecord(q.text, lang="fr") for q in french] + runes
-    result = finetune(bench.kb, bench.train_queries, out=tmp_path / "m", dev_queries=dev, unlabelled=pool,
-                      epochs=1, max_seq_length=128, pseudo_label_precision=0.6, **QUICK)
+    with caplog.at_level("WARNING"):
+        result = finetune(bench.kb, bench.train_queries, out=tmp_path / "m", dev_queries=dev, unlabelled=pool,
+                          epochs=1, max_seq_length=128, pseudo_label_precision=0.6, pseudo_label_agreement=True,
+                          **QUICK)
+    assert "pseudo_label_agreement applies to intent KBs" in caplog.text
     stats = result.stats["unlabelled"]
     assert stats["unreadable_dropped"] == {"runic": 5} and stats["per_language"] == {"fr": len(french)}
     (kept,) = result.pseudo_labels
