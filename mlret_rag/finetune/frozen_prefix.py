@@ -23,9 +23,14 @@ MAX_CACHE_BYTES = 2 * 1024**3  # beyond this, texts run through the frozen layer
 PASSAGE_FROZEN_SHARE = 2 / 3
 
 
+def inner_model(st: Any) -> nn.Module | None:
+    """The Hugging Face model inside a SentenceTransformer's first module, if it has one."""
+    return getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
+
+
 def transformer_model(st: Any) -> nn.Module:
     """The Hugging Face model inside a SentenceTransformer's first module."""
-    inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
+    inner = inner_model(st)
     if inner is None or not hasattr(inner, "get_input_embeddings"):
         raise ValueError("freezing needs a transformer model with an input-embedding matrix")
     return inner

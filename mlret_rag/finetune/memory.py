@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TrainingMemoryError
-from .frozen_prefix import MAX_CACHE_BYTES, encoder_layers
+from .frozen_prefix import MAX_CACHE_BYTES, encoder_layers, inner_model
 from .packing import MAX_CHUNK_ROWS
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def check_training_memory(encoder: Any, data: Any, *, batch_size: int, negatives
                           document_embeddings: str = "trained", frozen_layers: int = 0) -> float:
     """Raise :class:`TrainingMemoryError` when the estimated peak exceeds the available memory; return the estimate."""
     st = encoder.sentence_transformer
-    inner = getattr(st[0], "model", None) or getattr(st[0], "auto_model", None)
+    inner = inner_model(st)
     cfg = getattr(inner, "config", None)
     hidden = int(getattr(cfg, "hidden_size", 384))
     layers = int(getattr(cfg, "num_hidden_layers", 12))
