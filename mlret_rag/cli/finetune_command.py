@@ -190,9 +190,9 @@ def summary_lines(result: Any) -> str:
                          f"{', '.join(cal['languages'])}, "
                          + ("before they train" if out_for == 0 else
                             f"which sit out the first {'epoch' if out_for == 1 else f'{out_for} epochs'}"))
-        if sel["pseudo_labels"][0].get("voters"):
-            lines.append(f"a pseudo-label also needs the {sel['pseudo_labels'][0]['voters']} training queries "
-                         "nearest to the question to agree (margin: KB + queries)")
+        if voters := sel["pseudo_labels"][0].get("voters"):
+            lines.append(f"a pseudo-label also needs the {voters} training queries nearest to the question to "
+                         "agree (margin: KB + queries)")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

@@ -493,12 +493,13 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
         stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
                                 "labelling_epochs": labelling_epochs}
     # intent KBs: the labelled anchors that train may vote on each label (a passage has too few queries to)
+    voters = None
     if c.pseudo_label_agreement and data.passages:
         logger.warning("pseudo_label_agreement applies to intent KBs; a passage KB's pseudo-labels use the KB "
                        "margin alone")
-    voting = [a for a in data.anchors if a.lang not in languages] if c.pseudo_label_agreement and not data.passages else []
-    voters = Voters([a.text for a in voting], [a.label_id for a in voting], [a.source_id for a in voting],
-                    dev_sources) if voting else None
+    elif c.pseudo_label_agreement and (voting := [a for a in data.anchors if a.lang not in languages]):
+        voters = Voters([a.text for a in voting], [a.label_id for a in voting], [a.source_id for a in voting],
+                        dev_sources)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
                           languages, labelling_epochs, voters)
