@@ -56,26 +56,3 @@ def test_languages_must_match_the_dataset():
     ds = Dataset.from_dict({"anchor": ["x", "y"]})
     with pytest.raises(ValueError, match="languages has 3 entries"):
         LanguageBatchSampler(ds, 2, False, languages=["a", "b", "c"])
-
-
-@pytest.mark.parametrize("one_language", [False, True])
-def test_added_rows_leave_the_other_rows_batches_and_order_as_they_were(one_language):
-    """Pseudo-labelled anchors appended to a dataset form batches of their own; the labelled rows get the
-    batches, in the order, they get without them."""
-    added = ["lb"] * 6 + ["eu"] * 3
-    ds = Dataset.from_dict({"anchor": [f"a{i}" for i in range(len(LANGS) + len(added))]})
-    sampler = language_batch_sampler(LANGS + added, one_language_per_batch=one_language, added_rows=len(added))(
-        ds, batch_size=4, drop_last=False, valid_label_columns=None, generator=None, seed=5)
-    batches = list(sampler)
-    assert len(sampler) == len(batches)
-    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
-    labelled = [b for b in batches if all(i < len(LANGS) for i in b)]
-    assert len(labelled) + sum(all(i >= len(LANGS) for i in b) for b in batches) == len(batches)  # never mixed
-    assert labelled == list(_make(one_language, seed=5))
-    assert batches != labelled + [b for b in batches if b not in labelled]  # placed among them, not after
-
-
-def test_added_rows_cannot_exceed_the_dataset():
-    ds = Dataset.from_dict({"anchor": ["x", "y"]})
-    with pytest.raises(ValueError, match="added_rows must be between 0 and the dataset's 2 rows"):
-        LanguageBatchSampler(ds, 2, False, languages=["a", "b"], added_rows=3)

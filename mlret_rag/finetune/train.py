@@ -367,14 +367,11 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
                                                   config))
                 scheduler.replan(planned)
         else:
-            examples, pseudo = first, first_pseudo
-        languages = [e.lang for e in examples]
-        todo = min(_steps(languages[: len(languages) - pseudo], config, languages[len(languages) - pseudo :]),
-                   planned - steps)
+            examples = first
+        todo = min(_steps([e.lang for e in examples], config), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config.max_seq_length):
-            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix,
-                                      pseudo)
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix)
         train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
@@ -523,9 +520,8 @@ def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, s
 
 
 def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch: int, steps: int, optimizer,
-                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None, pseudo: int = 0):
-    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule; the last
-    ``pseudo`` examples (pseudo-labelled) are batched apart, leaving the labelled ones' batches as without them."""
+                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None):
+    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
@@ -554,8 +550,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
             prompts=prompts or None, dataloader_drop_last=False, dataloader_pin_memory=False,
             **({"ddp_backend": "gloo"} if _distributed() and not _cuda() else {}),
             batch_sampler=language_batch_sampler([e.lang for e in examples],
-                                                 one_language_per_batch=config.one_language_per_batch,
-                                                 added_rows=pseudo),
+                                                 one_language_per_batch=config.one_language_per_batch),
         )
         with quiet_transformers():
             trainer = _NoCardTrainer(
@@ -602,13 +597,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % (2**31))
 
 
-def _steps(languages: list[str | None], config: FinetuneConfig, pseudo: Sequence[str | None] = ()) -> int:
-    """Steps of one process in an epoch of anchors in ``languages`` and pseudo-labelled ones in ``pseudo``,
-    batched apart (distributed: each process takes 1/world of the batches)."""
+def _steps(languages: list[str | None], config: FinetuneConfig) -> int:
+    """Steps of one process in an epoch of anchors in ``languages`` (distributed: each takes 1/world of the batches)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    batches = sum(steps_per_epoch(list(rows), config.batch_size, config.one_language_per_batch)
-                  for rows in (languages, pseudo))
-    return -(-batches // world)
+    return -(-steps_per_epoch(languages, config.batch_size, config.one_language_per_batch) // world)
 
 
 def _epoch_plan(examples: list[Example], pseudo: int, epoch: int, epochs: int, labeller: PseudoLabeller | None,
@@ -623,10 +615,10 @@ def _epoch_plan(examples: list[Example], pseudo: int, epoch: int, epochs: int, l
     labelled, pseudo_languages = languages[: len(languages) - pseudo], languages[len(languages) - pseudo :]
     if labeller is not None and labeller.labelling(epoch + 1):
         pseudo_languages = [None] * min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
-    plan = [_steps(labelled, config, languages[len(languages) - pseudo :])]
+    plan = [_steps(languages, config)]
     for later in range(epoch + 1, epochs):
         rejoining = frozenset() if labeller is None else labeller.sitting_out(epoch) - labeller.sitting_out(later)
-        plan.append(_steps(labelled + [a.lang for a in anchors if a.lang in rejoining], config, pseudo_languages))
+        plan.append(_steps(labelled + [a.lang for a in anchors if a.lang in rejoining] + pseudo_languages, config))
     return plan
 
 
