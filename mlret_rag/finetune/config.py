@@ -147,7 +147,6 @@ class FinetuneConfig:
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_label_agreement: bool = field(default=False, metadata=_in("schedule"))
-    pseudo_labels_move_documents: bool = field(default=True, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
@@ -266,7 +265,7 @@ def _problems(c: FinetuneConfig) -> list[str]:
         (integer(c.seed, 0), f"seed must be an integer >= 0, got {c.seed!r}"),
     ]
     flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "pseudo_label_agreement",
-             "pseudo_labels_move_documents", "check_memory", "overwrite", "show_progress_bar")
+             "check_memory", "overwrite", "show_progress_bar")
     checks += [(isinstance(getattr(c, name), bool), f"{name} must be True or False, got {getattr(c, name)!r}")
                for name in flags]
     return [message for ok, message in checks if not ok]

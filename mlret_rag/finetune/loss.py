@@ -28,7 +28,7 @@ from .config import DOCUMENT_EMBEDDINGS, HARDNESS_MODES  # validated with the ot
 
 def masked_infonce_loss(
     anchors: Tensor, candidates: list[Tensor], labels: Tensor, *, scale: float = 20.0,
-    hardness_mode: str | None = None, hardness_strength: float = 0.0, anchor_only: Tensor | None = None,
+    hardness_mode: str | None = None, hardness_strength: float = 0.0,
 ) -> Tensor:
     """Mean InfoNCE loss of ``anchors`` against all candidate columns, masking same-label false negatives.
 
@@ -38,7 +38,6 @@ def masked_infonce_loss(
         labels: (B, 1 + n_negatives) label ids (column 0: anchor/positive, column j: negative j).
         scale: inverse temperature applied to cosine similarities.
         hardness_mode, hardness_strength: loss-side hardness weighting (see the module docstring).
-        anchor_only: (B,) booleans: these anchors' terms move only the anchor, never a candidate's embedding.
     """
     if hardness_mode not in HARDNESS_MODES:
         raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
@@ -52,10 +51,7 @@ def masked_infonce_loss(
     batch = anchors.shape[0]
     docs = torch.cat(candidates, dim=0)  # column-major: positives, then negatives_1, ...
     doc_labels = labels.T.reshape(-1).to(anchors.device)
-    queries, docs = nn.functional.normalize(anchors, dim=-1), nn.functional.normalize(docs, dim=-1)
-    cosine = queries @ docs.T
-    if anchor_only is not None and bool(anchor_only.any()):
-        cosine = torch.where(anchor_only.to(anchors.device)[:, None], queries @ docs.detach().T, cosine)
+    cosine = nn.functional.normalize(anchors, dim=-1) @ nn.functional.normalize(docs, dim=-1).T
     scores = cosine * scale
     rows = torch.arange(batch, device=anchors.device)
     if hardness_mode is not None and hardness_strength > 0:
@@ -83,14 +79,11 @@ class LabelMaskedMNRLoss(nn.Module):
         hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
         encode: what runs a column's forward instead of ``model`` (e.g. a
             :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
-        anchor_only_column: the labels carry one more column, 1 for a row whose term moves only its anchor
-            (pseudo-labelled questions, when they must not move the KB rows).
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
                  hardness_strength: float = 0.0, document_embeddings: str = "trained",
-                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 anchor_only_column: bool = False) -> None:
+                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -107,7 +100,6 @@ class LabelMaskedMNRLoss(nn.Module):
             raise ValueError(f"document_embeddings must be one of {', '.join(DOCUMENT_EMBEDDINGS)}; "
                              f"got {document_embeddings!r}")
         self.document_embeddings = document_embeddings
-        self.anchor_only_column = anchor_only_column
         self._cache: dict[bytes, Tensor] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
@@ -147,12 +139,8 @@ class LabelMaskedMNRLoss(nn.Module):
         """The loss from already computed column embeddings ``[anchors, positives, negatives_1, ...]``."""
         if len(embeddings) < 2:
             raise ValueError(f"expected at least anchor and positive columns, got {len(embeddings)}")
-        anchor_only = None
-        if self.anchor_only_column:
-            labels, anchor_only = labels[:, :-1], labels[:, -1].bool()
         return masked_infonce_loss(embeddings[0], list(embeddings[1:]), labels, scale=self.scale,
-                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength,
-                                   anchor_only=anchor_only)
+                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength)
 
     def get_config_dict(self) -> dict[str, Any]:
         """Configuration recorded in the model card."""

@@ -288,9 +288,7 @@ def _similarity_name(similarity: str, descriptions: dict[str, str] | None, label
     return "cosine between label centroids (base model, document prompt)"
 
 
-def _dataset(examples: list[Example], anchor_only_last: int | None = None):
-    """The trainer's dataset; with ``anchor_only_last``, the labels flag that many last rows as moving only
-    their anchor (:class:`.loss.LabelMaskedMNRLoss`)."""
+def _dataset(examples: list[Example]):
     from datasets import Dataset
 
     nfc = lambda t: unicodedata.normalize("NFC", t)
@@ -300,9 +298,6 @@ def _dataset(examples: list[Example], anchor_only_last: int | None = None):
     for j in range(k):
         columns[f"negative_{j + 1}"] = [nfc(e.negatives[j]) for e in examples]
     columns["label"] = [[e.label_id, *e.negative_label_ids] for e in examples]
-    if anchor_only_last is not None:
-        first = len(examples) - anchor_only_last
-        columns["label"] = [[*row, int(i >= first)] for i, row in enumerate(columns["label"])]
     return Dataset.from_dict(columns)
 
 
@@ -372,12 +367,11 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
                                                   config))
                 scheduler.replan(planned)
         else:
-            examples, pseudo = first, first_pseudo
+            examples = first
         todo = min(_steps([e.lang for e in examples], config), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config.max_seq_length):
-            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix,
-                                      pseudo)
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix)
         train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
@@ -526,9 +520,8 @@ def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, s
 
 
 def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch: int, steps: int, optimizer,
-                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None, pseudo: int = 0):
-    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule (the last
-    ``pseudo`` examples are pseudo-labelled)."""
+                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None):
+    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
@@ -545,8 +538,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 control.should_training_stop = True
 
     show_progress_bar = config.show_progress_bar
-    anchor_only = not config.pseudo_labels_move_documents
-    dataset = _dataset(examples, pseudo if anchor_only else None)
+    dataset = _dataset(examples)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
@@ -565,8 +557,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
-                                        document_embeddings=config.document_embeddings, encode=prefix,
-                                        anchor_only_column=anchor_only),
+                                        document_embeddings=config.document_embeddings, encode=prefix),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
