@@ -451,6 +451,7 @@ def main() -> None:
         payload["runs"] = list(earlier.values())  # a seed's row is replaced when its runs are done, so a
         # run stopped half-way loses none of what was saved
     args.out.mkdir(parents=True, exist_ok=True)
+    pools = {POOL: unlabelled, POOL_WITHOUT_BASQUE: [q for q in unlabelled if q.lang != "eu"]}
     for seed in (int(s) for s in args.seeds.split(",")):
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
@@ -461,7 +462,6 @@ def main() -> None:
         for name in arms:
             if name in row:
                 continue
-            pools = {POOL: unlabelled, POOL_WITHOUT_BASQUE: [q for q in unlabelled if q.lang != "eu"]}
             extra = {k: pools.get(v, v) for k, v in OPTIONS[name].items()}
             with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
                 t = time.perf_counter()
