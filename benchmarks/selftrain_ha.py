@@ -51,6 +51,31 @@ def pool_mrr(report: dict) -> float:
     return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
 
 
+def right_only(encoder, index: list, pool: list) -> list:
+    """The pool less the questions whose best label under ``encoder`` is wrong: the base model gives every
+    pseudo-label (before the first epoch), so the default's right pseudo-labels stay and its wrong ones go."""
+    import numpy as np
+
+    from mlret_rag.finetune import target_margins
+    from mlret_rag.kb import QueryRecord
+
+    labels = sorted({r.label for r in index})
+    best, _ = target_margins(encoder.encode_queries([q.text for q in pool]), encoder.encode_documents(
+        [r.text for r in index]), [labels.index(r.label) for r in index])
+    return [QueryRecord(q.text, lang=q.lang) for q, b in zip(pool, np.asarray(best)) if labels[b] == q.label]
+
+
+def intent_mrr(encoder, bench) -> dict:
+    """MRR per intent over the evaluation queries outside the pool languages and English (``evaluate``
+    groups by ``lang``, so each query's ``lang`` is set to its intent)."""
+    from mlret_rag.evaluate import evaluate
+    from mlret_rag.kb import QueryRecord
+
+    queries = [QueryRecord(q.text, label=q.label, lang=q.label) for q in bench.eval_queries
+               if q.lang not in POOL_LANGUAGES and q.lang != "en"]
+    return {label: m["mrr"] for label, m in evaluate(encoder, bench.index, queries)["per_language"].items()}
+
+
 def precision_rows(selection: dict, kept: list, truth: dict) -> list:
     rows = []
     for report, pairs in zip(selection.get("pseudo_labels", []), kept):
@@ -105,6 +130,9 @@ ARMS = {"without": "without pool",
         "with-pool-without-basque": ("with the pool less its 504 Basque questions (a diagnosis: does Catalan's loss "
                                      "come from its Iberian neighbour's labels? The pool figure still averages all "
                                      "six languages)"),
+        "with-right-labels-only": ("with the pool less every question the base model labels wrongly, so that the "
+                                   "pseudo-labels are the default's right ones and no wrong one (a diagnosis: "
+                                   "does Catalan's loss come from wrong labels?)"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",
@@ -137,6 +165,7 @@ ARMS = {"without": "without pool",
                             "HassGetCurrentDate, and capping them cost the pool languages 40 % of their gain)"}
 POOL = object()  # stands for the unlabelled pool in OPTIONS
 POOL_WITHOUT_BASQUE = object()  # the pool less its Basque questions
+POOL_RIGHT_ONLY = object()  # the pool less the questions the base model labels wrongly
 OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
@@ -147,7 +176,8 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-two-labelling-epochs": {"unlabelled": POOL, "labelling_epochs": 2},
            "with-50-per-epoch": {"unlabelled": POOL, "pseudo_labels_per_epoch": 50},
            "with-precision-99": {"unlabelled": POOL, "pseudo_label_precision": 0.99},
-           "with-pool-without-basque": {"unlabelled": POOL_WITHOUT_BASQUE}}  # the other ARMS: history
+           "with-pool-without-basque": {"unlabelled": POOL_WITHOUT_BASQUE},
+           "with-right-labels-only": {"unlabelled": POOL_RIGHT_ONLY}}  # the other ARMS: history
 NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
 JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
     ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
@@ -452,6 +482,8 @@ def main() -> None:
         # run stopped half-way loses none of what was saved
     args.out.mkdir(parents=True, exist_ok=True)
     pools = {POOL: unlabelled, POOL_WITHOUT_BASQUE: [q for q in unlabelled if q.lang != "eu"]}
+    if any(OPTIONS[name].get("unlabelled") is POOL_RIGHT_ONLY for name in arms):
+        pools[POOL_RIGHT_ONLY] = right_only(MultilingualEncoder(), bench.index, pool)
     for seed in (int(s) for s in args.seeds.split(",")):
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
@@ -468,12 +500,14 @@ def main() -> None:
                 result = finetune(bench.index, bench.train_queries, out=Path(tmp) / "m",
                                   seed=seed, show_progress_bar=False, **extra)
                 seconds = time.perf_counter() - t
-                report = evaluate(MultilingualEncoder(str(result.out)), bench.index, bench.eval_queries, name=name)
+                trained = MultilingualEncoder(str(result.out))
+                report = evaluate(trained, bench.index, bench.eval_queries, name=name)
+                per_intent = intent_mrr(trained, bench)
             row[name] = {"seconds": round(seconds, 1), "groups": groups(report, bench.language_groups),
                          "pool_mrr": round(pool_mrr(report), 4), "chosen_epoch": result.selection.get("chosen_epoch"),
                          "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()},
                          "curve": [p["dev_score"] for p in result.selection.get("curve", [])], "report": report,
-                         "load_avg_15min": round(os.getloadavg()[2], 2), "cpu": cpu_description(),
+                         "per_intent": per_intent, "load_avg_15min": round(os.getloadavg()[2], 2), "cpu": cpu_description(),
                          "source": "this script"}
             if name not in NO_POOL:
                 row[key("precision", name)] = precision_rows(result.selection, result.pseudo_labels, truth)
