@@ -347,6 +347,25 @@ def consistency_lines(payload: dict, shown: int = 6) -> list:
     return lines
 
 
+def intent_lines(payload: dict, shown: int = 8) -> list:
+    """Per seed measured with per-intent figures: the intents (outside the pool languages and English) that
+    lose most with the pool, and how each pool arm measured there moves them."""
+    lines = []
+    for r in (r for r in payload["runs"] if "per_intent" in r.get("without", {})):
+        arms = [arm for arm in ARMS if arm not in NO_POOL and "per_intent" in r.get(arm, {})]
+        if "with" not in arms:
+            continue
+        base = r["without"]["per_intent"]
+        delta = {arm: {i: r[arm]["per_intent"][i] - base[i] for i in base} for arm in arms}
+        lines += ["", (f"## Intents losing most with the pool, seed {r['seed']}: MRR outside the pool languages "
+                       "and English"), "", "| intent | without | " + " | ".join(f"{arm} − without" for arm in arms) + " |",
+                  "|---|---:|" + "---:|" * len(arms)]
+        for intent in sorted(base, key=lambda i: delta["with"][i])[:shown]:
+            lines.append(f"| {intent} | {base[intent]:.4f} | "
+                         + " | ".join(f"{delta[arm][intent]:+.4f}" for arm in arms) + " |")
+    return lines
+
+
 def loser_line(seed: int, lost: list) -> str:
     """One seed's languages losing more than a point, for the md."""
     return f"* seed {seed}: " + (", ".join(f"{x['lang']} {x['delta']:+.3f} (n={x['n']})" for x in lost) or "none")
@@ -367,6 +386,10 @@ COMPARISONS = (  # (arm, against, title, what the differences are), each on the 
      "KB rows too (the default)"), "(anchor only) − (default)"),
     ("with-pool-without-basque", "with", "The pool less its Basque questions against the whole pool (the default)",
      "(no Basque) − (whole pool)"),
+    ("with-right-labels-only", "without", ("Every pseudo-label right (the pool less the questions the base model "
+     "labels wrongly) against no pool"), "(right labels only) − (no pool)"),
+    ("with-right-labels-only", "with", ("Every pseudo-label right against the default's (the same right ones and "
+     "about 10 wrong ones)"), "(right labels only) − (default)"),
     ("with-batched-apart", "with", ("The same pseudo-labels batched apart against mixed into the labelled batches "
      "(the default): only the batches differ, so this is how far a reshuffle alone moves a language"),
      "(batched apart) − (mixed in)"),
@@ -427,6 +450,7 @@ def render(payload: dict, out: Path) -> None:
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += consistency_lines(payload)
+    lines += intent_lines(payload)
     lines += augment_lines(payload)
     for arm, against, title, what in COMPARISONS:
         lines += difference_lines(payload, arm, against, title, what)
