@@ -60,8 +60,9 @@ def right_only(encoder, index: list, pool: list) -> list:
     from mlret_rag.kb import QueryRecord
 
     labels = sorted({r.label for r in index})
+    label_id = {label: n for n, label in enumerate(labels)}
     best, _ = target_margins(encoder.encode_queries([q.text for q in pool]), encoder.encode_documents(
-        [r.text for r in index]), [labels.index(r.label) for r in index])
+        [r.text for r in index]), [label_id[r.label] for r in index])
     return [QueryRecord(q.text, lang=q.lang) for q, b in zip(pool, np.asarray(best)) if labels[b] == q.label]
 
 
@@ -493,7 +494,8 @@ def main() -> None:
 
     bench, pool, unlabelled = pool_benchmark()
     truth = {q.text: q.label for q in pool}
-    base = evaluate(MultilingualEncoder(), bench.index, bench.eval_queries, name="base")
+    base_model = MultilingualEncoder()  # evaluated here, and labels the right-labels-only pool
+    base = evaluate(base_model, bench.index, bench.eval_queries, name="base")
     payload = {"benchmark": "home-assistant-intents, English KB, unlabelled pool",
                "data": {"index": len(bench.index), "train_queries": len(bench.train_queries),
                         "eval_queries": len(bench.eval_queries), "pool": len(pool),
@@ -507,7 +509,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pools = {POOL: unlabelled, POOL_WITHOUT_BASQUE: [q for q in unlabelled if q.lang != "eu"]}
     if any(OPTIONS[name].get("unlabelled") is POOL_RIGHT_ONLY for name in arms):
-        pools[POOL_RIGHT_ONLY] = right_only(MultilingualEncoder(), bench.index, pool)
+        pools[POOL_RIGHT_ONLY] = right_only(base_model, bench.index, pool)
     for seed in (int(s) for s in args.seeds.split(",")):
         row = dict(earlier.get(seed, {}), seed=seed)
         for name in arms:  # measured again
