@@ -94,6 +94,7 @@ def test_the_card_records_the_options_as_run_and_repeats_the_run(tmp_path):
     assert card["configuration"] == result.config.to_dict()
     assert card["sampling"]["negatives_per_anchor"] == 2 and card["training"]["batch_size"] == 4
     assert card["sampling"]["false_negative_share"] is None and card["training"]["pseudo_label_precision"] is None
+    assert card["training"]["pseudo_labels_frozen_layers"] is None  # no unlabelled questions: not used
 
     again = finetune(KB, QUERIES, out=tmp_path / "b", config=card["configuration"])  # a mapping works too
     assert again.config == result.config and again.train_loss == pytest.approx(result.train_loss, rel=1e-6)

@@ -49,6 +49,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     bound = round_["precision_lower_bound"]
     assert 0 < bound < round_["dev_precision"] and f"at least {bound:.2f})" in res.output
     assert card["training"]["pseudo_label_precision"] == 0.9
+    assert card["training"]["pseudo_labels_frozen_layers"] == 0  # pseudo-labels train every layer by default
     assert card["data"]["anchors_per_language"] == {"en": 22}  # the labelled anchors: the KB's training rows
     assert card["data"]["examples"] == 22 + round_["used"]
     readme = (out / "README.md").read_text()
@@ -67,7 +68,7 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
                                    "--out", str(out), "--epochs", "2", "--batch-size", "16",
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
                                    "--labelling-epochs", str(labelling_epochs), "--quiet",
-                                   *(["--augment"] if augment else []),
+                                   *(["--augment", "--pseudo-labels-frozen-layers", "4"] if augment else []),
                                    *(["--pseudo-label-agreement"] if agreement else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
@@ -97,6 +98,7 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
         assert second["labelling"] and second["threshold"] is not None
         assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
     assert card["data"]["anchors_without_positive"] == 0
+    assert card["training"]["pseudo_labels_frozen_layers"] == (4 if augment else 0)
     # the learning rate decays to 0 at the last step, though the first epoch's size was only known once labelled
     assert card["selection"]["last_learning_rate"] == 0.0
     assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"

@@ -40,6 +40,10 @@ def finetune_command(
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
+    pseudo_labels_frozen_layers: Annotated[int, typer.Option(
+        "--pseudo-labels-frozen-layers", help="Pseudo-labelled questions train only the layers above this many "
+        "of the lowest (0: every layer); 4 spares unrelated languages for less pool gain (see the README).",
+        rich_help_panel=_SELF)] = 0,
     calibration_languages: Annotated[int | None, typer.Option(
         "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
         "languages, untrained whenever labels are given (default: a quarter of the languages when "
@@ -126,7 +130,7 @@ def finetune_command(
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_label_agreement=pseudo_label_agreement,
-        pseudo_labels_per_epoch=pseudo_labels_per_epoch,
+        pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_labels_frozen_layers=pseudo_labels_frozen_layers,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

@@ -55,6 +55,30 @@ def default_frozen_layers(st: Any, *, passages: bool) -> int:
         return 0
 
 
+def check_pseudo_label_frozen_layers(st: Any, n_layers: int) -> None:
+    """Refuse a ``pseudo_labels_frozen_layers`` the model cannot honour (no layers to stop at, or too many)."""
+    layers = encoder_layers(transformer_model(st))
+    if n_layers >= len(layers):
+        raise ValueError(f"pseudo_labels_frozen_layers={n_layers} leaves pseudo-labelled questions nothing to "
+                         f"train: the model has {len(layers)} layers")
+
+
+@contextlib.contextmanager
+def gradient_stopped_below(st: Any, n_layers: int) -> Iterator[None]:
+    """Within, a forward through ``st`` passes no gradient to its embedding block or lowest ``n_layers`` layers
+    (they still run, with dropout, as for every other text)."""
+    layer = encoder_layers(transformer_model(st))[n_layers - 1]
+
+    def detached(module: nn.Module, args: Any, output: Any) -> Any:
+        return (output[0].detach(), *output[1:]) if isinstance(output, tuple) else output.detach()
+
+    handle = layer.register_forward_hook(detached)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def freeze_prefix(st: Any, n_layers: int) -> None:
     """Fix the embedding block and the lowest ``n_layers`` layers, dropout off there (a fixed feature extractor)."""
     inner = transformer_model(st)

@@ -79,11 +79,14 @@ class LabelMaskedMNRLoss(nn.Module):
         hardness_mode, hardness_strength: loss-side hardness weighting (module docstring); off by default.
         encode: what runs a column's forward instead of ``model`` (e.g. a
             :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
+        flagged_frozen_layers: the labels carry one more column, 1 for a row whose anchor trains only the
+            layers above this many (its gradient stops below them): the pseudo-labelled questions.
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
                  hardness_strength: float = 0.0, document_embeddings: str = "trained",
-                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+                 encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 flagged_frozen_layers: int = 0) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -101,6 +104,9 @@ class LabelMaskedMNRLoss(nn.Module):
                              f"got {document_embeddings!r}")
         self.document_embeddings = document_embeddings
         self._cache: dict[bytes, Tensor] = {}
+        if isinstance(flagged_frozen_layers, bool) or not isinstance(flagged_frozen_layers, int) or flagged_frozen_layers < 0:
+            raise ValueError(f"flagged_frozen_layers must be an integer >= 0, got {flagged_frozen_layers!r}")
+        self.flagged_frozen_layers = flagged_frozen_layers
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`.
@@ -109,14 +115,36 @@ class LabelMaskedMNRLoss(nn.Module):
         autograd a document costs about a third of its forward and backward and keeps no activations.
         """
         features = list(sentence_features)
-        if self.document_embeddings == "trained":
+        flagged = None
+        if self.flagged_frozen_layers:
+            labels, flagged = labels[:, :-1], labels[:, -1].bool()
+        if flagged is not None and bool(flagged.any()):
+            embeddings = [self._anchors_split(features[0], flagged)]
+            if self.document_embeddings == "trained":
+                embeddings += self._embed(features[1:])
+        elif self.document_embeddings == "trained":
             embeddings = self._embed(features)
         else:
             embeddings = self._embed(features[:1])
+        if self.document_embeddings != "trained":
             with torch.no_grad():
                 embeddings += (self._cached(features[1:]) if self.document_embeddings == "cached"
                                else self._embed(features[1:]))
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _anchors_split(self, anchors: dict[str, Tensor], flagged: Tensor) -> Tensor:
+        """The anchor column's embeddings, the flagged rows' gradient stopping below ``flagged_frozen_layers``."""
+        from .frozen_prefix import gradient_stopped_below
+        from .packing import select_rows
+
+        rows = torch.arange(len(flagged))
+        plain, cut = rows[~flagged].tolist(), rows[flagged].tolist()
+        with gradient_stopped_below(self.model, self.flagged_frozen_layers):
+            parts = self._embed([select_rows(anchors, cut)])
+        if plain:
+            parts = self._embed([select_rows(anchors, plain)]) + parts
+        order = torch.tensor(plain + cut).argsort()
+        return torch.cat(parts)[order.to(parts[0].device)]
 
     def _embed(self, columns: list[dict[str, Tensor]]) -> list[Tensor]:
         from .packing import embed_columns_packed
@@ -146,4 +174,5 @@ class LabelMaskedMNRLoss(nn.Module):
         """Configuration recorded in the model card."""
         return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
                 "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength,
-                "document_embeddings": self.document_embeddings}
+                "document_embeddings": self.document_embeddings,
+                "flagged_frozen_layers": self.flagged_frozen_layers}

@@ -28,7 +28,13 @@ from .data import TrainingData, prepare_training_data
 from .dev import DEFAULT_DEV_SHARE, check_dev_queries, dev_score, language_guard, split_dev
 from .epochs import ANCHOR_SIMILARITY_WITH_UNLABELLED, EpochExamples, descriptions_cover
 from .examples import Anchor, Example
-from .frozen_prefix import FrozenPrefixCache, default_frozen_layers, freeze_prefix, transformer_model
+from .frozen_prefix import (
+    FrozenPrefixCache,
+    check_pseudo_label_frozen_layers,
+    default_frozen_layers,
+    freeze_prefix,
+    transformer_model,
+)
 from .memory import check_training_memory
 from .pseudo_labels import (
     CALIBRATED_LABELLING_EPOCHS,
@@ -149,6 +155,8 @@ def finetune(
     encoder = MultilingualEncoder(model, show_progress_bar=False, backend="torch")  # the model being trained
     if c.frozen_layers is None:
         c = c.replace(frozen_layers=default_frozen_layers(encoder.sentence_transformer, passages=bool(data.passages)))
+    if labeller is not None and c.pseudo_labels_frozen_layers:
+        check_pseudo_label_frozen_layers(encoder.sentence_transformer, c.pseudo_labels_frozen_layers)
     peak_gb = None
     if c.check_memory:
         peak_gb = check_training_memory(encoder, data, batch_size=c.batch_size,
@@ -230,7 +238,7 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        training["pseudo_label_precision"] = None  # not used
+        training["pseudo_label_precision"] = training["pseudo_labels_frozen_layers"] = None  # not used
     return {"sampling": sampling, "training": training}
 
 
@@ -288,7 +296,9 @@ def _similarity_name(similarity: str, descriptions: dict[str, str] | None, label
     return "cosine between label centroids (base model, document prompt)"
 
 
-def _dataset(examples: list[Example]):
+def _dataset(examples: list[Example], flag_last: int | None = None):
+    """The trainer's dataset; with ``flag_last``, the labels carry one more column, 1 for the last that many
+    rows (the pseudo-labelled ones, :class:`.loss.LabelMaskedMNRLoss`'s ``flagged_frozen_layers``)."""
     from datasets import Dataset
 
     nfc = lambda t: unicodedata.normalize("NFC", t)
@@ -298,6 +308,9 @@ def _dataset(examples: list[Example]):
     for j in range(k):
         columns[f"negative_{j + 1}"] = [nfc(e.negatives[j]) for e in examples]
     columns["label"] = [[e.label_id, *e.negative_label_ids] for e in examples]
+    if flag_last is not None:
+        first = len(examples) - flag_last
+        columns["label"] = [[*row, int(i >= first)] for i, row in enumerate(columns["label"])]
     return Dataset.from_dict(columns)
 
 
@@ -367,11 +380,12 @@ def _train(encoder, sampling: EpochExamples, dev: _Dev | None, config: FinetuneC
                                                   config))
                 scheduler.replan(planned)
         else:
-            examples = first
+            examples, pseudo = first, first_pseudo
         todo = min(_steps([e.lang for e in examples], config), planned - steps)
         tick = time.perf_counter()
         with _training_window(st, config.max_seq_length):
-            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix)
+            output = _train_one_epoch(st, examples, config, epoch, todo, optimizer, scheduler, deadline, prefix,
+                                      pseudo)
         train_seconds += time.perf_counter() - tick
         st.eval()
         steps += output.global_step
@@ -520,8 +534,9 @@ def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, s
 
 
 def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch: int, steps: int, optimizer,
-                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None):
-    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule."""
+                     scheduler, deadline: float | None, prefix: FrozenPrefixCache | None = None, pseudo: int = 0):
+    """One pass of the sentence-transformers trainer, continuing the shared optimizer and schedule (the last
+    ``pseudo`` examples are pseudo-labelled)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
 
@@ -538,7 +553,10 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 control.should_training_stop = True
 
     show_progress_bar = config.show_progress_bar
-    dataset = _dataset(examples)
+    # pseudo-labelled anchors stop their gradient below these layers, unless all anchors already do
+    flagged = config.pseudo_labels_frozen_layers if pseudo else 0
+    flagged = flagged if flagged > (config.frozen_layers or 0) else 0
+    dataset = _dataset(examples, pseudo if flagged else None)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
@@ -557,7 +575,8 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 model=st, args=args, train_dataset=dataset, optimizers=(optimizer, scheduler), callbacks=[_Deadline()],
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
-                                        document_embeddings=config.document_embeddings, encode=prefix),
+                                        document_embeddings=config.document_embeddings, encode=prefix,
+                                        flagged_frozen_layers=flagged),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
