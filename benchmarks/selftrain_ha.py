@@ -134,6 +134,15 @@ ARMS = {"without": "without pool",
         "with-right-labels-only": ("with the pool less every question the base model labels wrongly, so that the "
                                    "pseudo-labels are the default's right ones and no wrong one (a diagnosis: "
                                    "does Catalan's loss come from wrong labels?)"),
+        "with-frozen-4": ("with pool, the 4 lowest of the 12 layers frozen with the word embeddings (frozen_layers=4; "
+                          "intent KBs train every layer by default): does the pool's loss come through the lower "
+                          "layers?"),
+        "without-frozen-4": "without pool, frozen_layers=4 (the control of with-frozen-4)",
+        "with-pseudo-above-2": ("with pool, pseudo-labelled questions training only the layers above the 2nd "
+                                "(pseudo_labels_frozen_layers=2)"),
+        "with-pseudo-above-4": ("with pool, a pseudo-labelled question's gradient stopping below the 5th of the 12 "
+                                "layers (pseudo_labels_frozen_layers=4), the labelled ones training every layer; "
+                                "seed 1 was timed with tests running beside it)"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",
@@ -178,11 +187,17 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-50-per-epoch": {"unlabelled": POOL, "pseudo_labels_per_epoch": 50},
            "with-precision-99": {"unlabelled": POOL, "pseudo_label_precision": 0.99},
            "with-pool-without-basque": {"unlabelled": POOL_WITHOUT_BASQUE},
-           "with-right-labels-only": {"unlabelled": POOL_RIGHT_ONLY}}  # the other ARMS: history
+           "with-right-labels-only": {"unlabelled": POOL_RIGHT_ONLY},
+           "with-frozen-4": {"unlabelled": POOL, "frozen_layers": 4},
+           "without-frozen-4": {"frozen_layers": 4},
+           "with-pseudo-above-4": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4},
+           "with-pseudo-above-2": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 2}}  # the other ARMS: history
 NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
 JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
     ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
     ("with-agreement", "agreement", "With the training queries' agreement (`pseudo_label_agreement=True`):"),
+    ("with-pseudo-above-4", "pseudo_above_4", ("With pseudo-labelled questions training only the layers above the "
+                                               "4th (`pseudo_labels_frozen_layers=4`):")),
 )
 
 
@@ -391,6 +406,14 @@ COMPARISONS = (  # (arm, against, title, what the differences are), each on the 
      "labels wrongly) against no pool"), "(right labels only) − (no pool)"),
     ("with-right-labels-only", "with", ("Every pseudo-label right against the default's (the same right ones and "
      "about 10 wrong ones)"), "(right labels only) − (default)"),
+    ("with-frozen-4", "without-frozen-4", ("The pool with the 4 lowest layers frozen against the same freeze "
+     "without it"), "(pool) − (no pool), both with frozen_layers=4"),
+    ("with-pseudo-above-4", "with", ("Pseudo-labelled questions training only the layers above the 4th against "
+     "every layer (the default)"), "(above the 4th) − (every layer)"),
+    ("with-pseudo-above-2", "with", ("Pseudo-labelled questions training only the layers above the 2nd against "
+     "every layer (the default)"), "(above the 2nd) − (every layer)"),
+    ("without-frozen-4", "without", "The 4 lowest layers frozen against every layer training (the default), no pool",
+     "(frozen_layers=4) − (every layer trains)"),
     ("with-batched-apart", "with", ("The same pseudo-labels batched apart against mixed into the labelled batches "
      "(the default): only the batches differ, so this is how far a reshuffle alone moves a language"),
      "(batched apart) − (mixed in)"),
