@@ -104,7 +104,8 @@ class LabelMaskedMNRLoss(nn.Module):
                              f"got {document_embeddings!r}")
         self.document_embeddings = document_embeddings
         self._cache: dict[bytes, Tensor] = {}
-        if isinstance(flagged_frozen_layers, bool) or not isinstance(flagged_frozen_layers, int) or flagged_frozen_layers < 0:
+        if (isinstance(flagged_frozen_layers, bool) or not isinstance(flagged_frozen_layers, int)
+                or flagged_frozen_layers < 0):
             raise ValueError(f"flagged_frozen_layers must be an integer >= 0, got {flagged_frozen_layers!r}")
         self.flagged_frozen_layers = flagged_frozen_layers
 
