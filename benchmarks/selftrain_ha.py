@@ -139,10 +139,10 @@ ARMS = {"without": "without pool",
                           "layers?"),
         "without-frozen-4": "without pool, frozen_layers=4 (the control of with-frozen-4)",
         "with-pseudo-above-2": ("with pool, pseudo-labelled questions training only the layers above the 2nd "
-                                "(pseudo_labels_frozen_layers=2)"),
-        "with-pseudo-above-4": ("with pool, a pseudo-labelled question's gradient stopping below the 5th of the 12 "
-                                "layers (pseudo_labels_frozen_layers=4), the labelled ones training every layer; "
-                                "seed 1 was timed with tests running beside it)"),
+                                "(pseudo_labels_frozen_layers=2; seed 0 only)"),
+        "with-pseudo-above-4": ("with pool, pseudo-labelled questions training only the layers above the 4th "
+                                "(pseudo_labels_frozen_layers=4), the labelled ones every layer (seed 1 was timed "
+                                "with tests running beside it)"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",

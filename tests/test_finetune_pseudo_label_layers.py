@@ -62,11 +62,11 @@ def test_flagged_anchors_pass_no_gradient_below_the_cut(st):
     assert largest_difference(pick(one_grads, low), pick(document_grads, low)) > 1e-4 * scale
 
 
-def test_a_cut_the_model_cannot_honour_is_refused(tmp_path):
+def test_a_cut_the_model_cannot_honour_is_refused(st, tmp_path):
     with pytest.raises(ValueError, match="pseudo_labels_frozen_layers must be an integer >= 0, got -1"):
         FinetuneConfig(pseudo_labels_frozen_layers=-1)
     with pytest.raises(ValueError, match="flagged_frozen_layers must be an integer >= 0"):
-        LabelMaskedMNRLoss(MultilingualEncoder(backend="torch").sentence_transformer, flagged_frozen_layers=-2)
+        LabelMaskedMNRLoss(st, flagged_frozen_layers=-2)
     with pytest.raises(ValueError, match="pseudo_labels_frozen_layers=12 leaves pseudo-labelled questions nothing "
                                          "to train: the model has 12 layers"):
         finetune(load_demo_kb(), out=tmp_path / "m", dev_queries=demo_questions_path(), unlabelled=[{"text": "licht an"}],

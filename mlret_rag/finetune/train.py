@@ -555,7 +555,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
     show_progress_bar = config.show_progress_bar
     # pseudo-labelled anchors stop their gradient below these layers, unless all anchors already do
     flagged = config.pseudo_labels_frozen_layers if pseudo else 0
-    flagged = flagged if flagged > (config.frozen_layers or 0) else 0
+    flagged = flagged if flagged > config.frozen_layers else 0
     dataset = _dataset(examples, pseudo if flagged else None)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
