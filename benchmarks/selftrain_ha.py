@@ -140,6 +140,11 @@ ARMS = {"without": "without pool",
         "without-frozen-4": "without pool, frozen_layers=4 (the control of with-frozen-4)",
         "with-pseudo-above-2": ("with pool, pseudo-labelled questions training only the layers above the 2nd "
                                 "(pseudo_labels_frozen_layers=2; seed 0 only)"),
+        "with-pseudo-above-3": ("with pool, pseudo-labelled questions training only the layers above the 3rd "
+                                "(pseudo_labels_frozen_layers=3)"),
+        "with-pseudo-above-4-two-labelling-epochs": ("with pool, pseudo-labelled questions training only the layers "
+                                                     "above the 4th, labelled in 2 epochs (pseudo_labels_frozen_layers=4, "
+                                                     "labelling_epochs=2)"),
         "with-pseudo-above-4": ("with pool, pseudo-labelled questions training only the layers above the 4th "
                                 "(pseudo_labels_frozen_layers=4), the labelled ones every layer (seed 1 was timed "
                                 "with tests running beside it)"),
@@ -191,7 +196,10 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-frozen-4": {"unlabelled": POOL, "frozen_layers": 4},
            "without-frozen-4": {"frozen_layers": 4},
            "with-pseudo-above-4": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4},
-           "with-pseudo-above-2": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 2}}  # the other ARMS: history
+           "with-pseudo-above-2": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 2},
+           "with-pseudo-above-3": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 3},
+           "with-pseudo-above-4-two-labelling-epochs": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4,
+                                                        "labelling_epochs": 2}}  # the other ARMS: history
 NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
 JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
     ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
