@@ -144,7 +144,7 @@ ARMS = {"without": "without pool",
                                 "(pseudo_labels_frozen_layers=3)"),
         "with-pseudo-above-4-two-labelling-epochs": ("with pool, pseudo-labelled questions training only the layers "
                                                      "above the 4th, labelled in 2 epochs (pseudo_labels_frozen_layers=4, "
-                                                     "labelling_epochs=2)"),
+                                                     "labelling_epochs=2; seeds 0-1 only)"),
         "with-pseudo-above-4": ("with pool, pseudo-labelled questions training only the layers above the 4th "
                                 "(pseudo_labels_frozen_layers=4), the labelled ones every layer (seed 1 was timed "
                                 "with tests running beside it)"),
