@@ -4,6 +4,7 @@ from its seed, saves a normal sentence-transformers folder with prompts and a mo
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -37,7 +38,8 @@ def tuned(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
     first = finetune(KB, QUERIES, out=root / "a", **SETTINGS)
     second = finetune(KB, QUERIES, out=root / "b", **SETTINGS)
-    return first, second
+    yield first, second
+    shutil.rmtree(root, ignore_errors=True)  # two saved models: freed now, not at the session's end
 
 
 def test_reproducible_from_the_seed(tuned):
