@@ -23,11 +23,13 @@ RECORDS = [KBRecord(id=f"r{i}", text=t) for i, t in enumerate(
 
 
 def server_process(port: int) -> psutil.Process:
-    """The `chroma run` child of this test process that listens on ``port``."""
+    """The child of this test process that listens on ``port``: the socket, not the command line, names it,
+    since a process an earlier test left behind may still carry a reused port number in its arguments."""
     for child in psutil.Process().children(recursive=True):
-        if str(port) in child.cmdline():
-            return child
-    raise LookupError(f"no chroma server child on port {port}")
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in child.net_connections("tcp")):
+                return child
+    raise LookupError(f"no child of this test process listens on port {port}")
 
 
 @contextlib.contextmanager
