@@ -226,6 +226,14 @@ def test_calibration_languages_are_a_seeded_choice_that_leaves_one_language_to_t
     assert calibration_languages(eight[::2], None, seed=2) == ()  # 10 queries would calibrate: too few, dev does
 
 
+def test_when_the_base_model_gives_every_label_every_training_language_calibrates():
+    eight = [Anchor(f"{lang} {i}", 0, lang) for lang in ["ar", "de", "es", "fr", "hi", "pl", "ru", "zh"] for i in range(10)]
+    assert calibration_languages(eight, None, seed=2, labels_once=True) == ("ar", "de", "es", "fr", "hi", "pl", "ru", "zh")
+    assert calibration_languages(eight, 2, seed=2, labels_once=True) == calibration_languages(eight, 2, seed=2)
+    assert calibration_languages(eight[:10], None, seed=2, labels_once=True) == ()  # one language: dev calibrates
+    assert calibration_languages(eight[5:15], None, seed=2, labels_once=True) == ()  # 10 queries: too few
+
+
 def test_after_the_labelling_epochs_nothing_new_is_labelled_and_the_calibration_languages_train(encoder):
     questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
     labeller, _ = _labeller(questions, precision=0.8, calibration_languages=("sw",), labelling_epochs=1)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mlret_rag import MultilingualEncoder
+from mlret_rag import KnowledgeBaseError, MultilingualEncoder
 from mlret_rag.cli import app
 from mlret_rag.demo import demo_questions_path, demo_train_questions_path, load_demo_kb, load_demo_questions
 from mlret_rag.finetune import finetune, read_card
@@ -103,6 +103,20 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
     assert card["selection"]["last_learning_rate"] == 0.0
     assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"
             in (out / "README.md").read_text())
+
+
+def test_by_default_every_training_language_calibrates_and_with_agreement_only_a_quarter(tmp_path):
+    kb, train = load_demo_kb(), load_queries(demo_train_questions_path())
+    pool = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_questions_path())]
+    languages = sorted({q.lang for q in train})
+    default = finetune(kb, train, out=tmp_path / "default", unlabelled=pool, max_steps=2, **QUICK)
+    calibration = default.stats["unlabelled"]["calibration"]
+    assert calibration == {"languages": languages, "queries": len(train), "labelling_epochs": 1}
+    assert default.selection["pseudo_labels"][0]["calibrated_on"] == languages
+    # the agreement's voters are the other languages' queries: a quarter calibrates (1 of 7, 12 queries at most:
+    # too few, and 60 are too few for a dev split)
+    with pytest.raises(KnowledgeBaseError, match="unlabelled questions need dev queries"):
+        finetune(kb, train, out=tmp_path / "agreed", unlabelled=pool, pseudo_label_agreement=True, max_steps=2, **QUICK)
 
 
 def test_cli_names_bad_unlabelled_input_before_loading_a_model(tmp_path):

@@ -46,8 +46,8 @@ def finetune_command(
         rich_help_panel=_SELF)] = 0,
     calibration_languages: Annotated[int | None, typer.Option(
         "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
-        "languages, untrained whenever labels are given (default: a quarter of the languages when "
-        "that gives 20+ queries; 0: on dev).", rich_help_panel=_SELF)] = None,
+        "languages, untrained whenever labels are given (default: every language when the base model gives "
+        "every label, else a quarter, when that gives 20+ queries; 0: on dev).", rich_help_panel=_SELF)] = None,
     labelling_epochs: Annotated[int | None, typer.Option(
         "--labelling-epochs", help="Only the first N epochs give new pseudo-labels (default: every epoch; 1 "
         "when languages calibrate).", rich_help_panel=_SELF)] = None,

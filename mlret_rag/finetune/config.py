@@ -111,8 +111,9 @@ class FinetuneConfig:
             seeded choice, at least one language stays) set the threshold and the precision estimate instead
             of dev: they sit out training until the last labelling epoch (which gives its labels before it
             trains), so they are as untrained as the unlabelled questions whenever labels are given.
-            ``None``: a quarter of the languages (rounded down) when their queries number 20 or more;
-            ``0``: the threshold is set on dev.
+            ``None``: every language (two or more) when the base model gives every label (one labelling
+            epoch, no ``pseudo_label_agreement``), else a quarter of them (rounded down); either only when
+            their queries number 20 or more. ``0``: the threshold is set on dev.
         labelling_epochs: the first epochs that give new pseudo-labels (later ones train on those given);
             ``None``: every epoch, or 1 with ``calibration_languages`` (whose queries then join training).
         check_memory: refuse, before training, a run whose estimated peak memory exceeds what is available.

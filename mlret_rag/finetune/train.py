@@ -472,7 +472,10 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     """Set up self-training: the dev queries with their correct targets, and the questions to label."""
     if c.similarity == "anchor":  # refused here, before a model loads, with EpochExamples' message
         raise ValueError(ANCHOR_SIMILARITY_WITH_UNLABELLED)
-    languages = calibration_languages(data.anchors, c.calibration_languages, c.seed)
+    # the base model gives every label by default, so every training language may calibrate; the agreement's
+    # voters are the other languages' queries
+    labels_once = c.labelling_epochs in (None, CALIBRATED_LABELLING_EPOCHS) and not c.pseudo_label_agreement
+    languages = calibration_languages(data.anchors, c.calibration_languages, c.seed, labels_once=labels_once)
     if dev is None and not languages:
         raise KnowledgeBaseError(
             "unlabelled questions need dev queries to set the pseudo-label threshold on: give dev queries "
