@@ -116,9 +116,11 @@ def key(kind: str, arm: str) -> str:
 
 
 ARMS = {"without": "without pool",
-        "with": ("with pool (defaults since 2026-12-06: the base model labels before the first epoch, the threshold "
-                 "set on 2 training languages that then train from that epoch on; the learning rate decays to zero "
-                 "at the last step)"),
+        "with": ("with pool (defaults since 2026-12-07: the base model labels before the first epoch, the threshold "
+                 "set on the training queries of every language, which train from that epoch on; the learning rate "
+                 "decays to zero at the last step)"),
+        "with-quarter-calibrating": ("with pool, the threshold set on a quarter of the training languages (2 of 8, a "
+                                     "seeded choice; calibration_languages=2), the default 2026-12-03 to 12-07"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -181,7 +183,9 @@ ARMS = {"without": "without pool",
 POOL = object()  # stands for the unlabelled pool in OPTIONS
 POOL_WITHOUT_BASQUE = object()  # the pool less its Basque questions
 POOL_RIGHT_ONLY = object()  # the pool less the questions the base model labels wrongly
+QUARTER = {"calibration_languages": 2}  # arms measured before 2026-12-07, when a quarter of the languages calibrated
 OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
+           "with-quarter-calibrating": {"unlabelled": POOL, **QUARTER},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
@@ -189,19 +193,21 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "without-warmup-12": {"warmup_ratio": 0.12},
            "with-augment": {"unlabelled": POOL, "augment": True, "labelling_epochs": 2},
            "with-two-labelling-epochs": {"unlabelled": POOL, "labelling_epochs": 2},
-           "with-50-per-epoch": {"unlabelled": POOL, "pseudo_labels_per_epoch": 50},
-           "with-precision-99": {"unlabelled": POOL, "pseudo_label_precision": 0.99},
-           "with-pool-without-basque": {"unlabelled": POOL_WITHOUT_BASQUE},
-           "with-right-labels-only": {"unlabelled": POOL_RIGHT_ONLY},
-           "with-frozen-4": {"unlabelled": POOL, "frozen_layers": 4},
+           "with-50-per-epoch": {"unlabelled": POOL, **QUARTER, "pseudo_labels_per_epoch": 50},
+           "with-precision-99": {"unlabelled": POOL, **QUARTER, "pseudo_label_precision": 0.99},
+           "with-pool-without-basque": {"unlabelled": POOL_WITHOUT_BASQUE, **QUARTER},
+           "with-right-labels-only": {"unlabelled": POOL_RIGHT_ONLY, **QUARTER},
+           "with-frozen-4": {"unlabelled": POOL, **QUARTER, "frozen_layers": 4},
            "without-frozen-4": {"frozen_layers": 4},
-           "with-pseudo-above-4": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4},
-           "with-pseudo-above-2": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 2},
-           "with-pseudo-above-3": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 3},
+           "with-pseudo-above-4": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 4},
+           "with-pseudo-above-2": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 2},
+           "with-pseudo-above-3": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 3},
            "with-pseudo-above-4-two-labelling-epochs": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4,
                                                         "labelling_epochs": 2}}  # the other ARMS: history
 NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in options)
 JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
+    ("with-quarter-calibrating", "quarter_calibrating", ("With a quarter of the training languages calibrating "
+                                                         "(`calibration_languages=2`, the default until 2026-12-07):")),
     ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
     ("with-agreement", "agreement", "With the training queries' agreement (`pseudo_label_agreement=True`):"),
     ("with-pseudo-above-4", "pseudo_above_4", ("With pseudo-labelled questions training only the layers above the "
@@ -396,38 +402,40 @@ def loser_line(seed: int, lost: list) -> str:
 
 
 COMPARISONS = (  # (arm, against, title, what the differences are), each on the seeds both were measured on
-    ("with-agreement", "with", ("Pseudo-labels needing the training queries' agreement against the KB margin "
+    ("with", "with-quarter-calibrating", ("Every training language calibrating (the default since 2026-12-07) against a quarter of them (2 of 8)"), "(every language) − (a quarter)"),
+    # measured before 2026-12-07: against the default of then, a quarter of the languages calibrating
+    ("with-agreement", "with-quarter-calibrating", ("Pseudo-labels needing the training queries' agreement against the KB margin "
      "alone (the default)"), "(agreement) − (KB margin alone)"),
-    ("with-50-per-epoch", "with", "Half the pseudo-labels: at most 50 an epoch against the default",
+    ("with-50-per-epoch", "with-quarter-calibrating", "Half the pseudo-labels: at most 50 an epoch against the default",
      "(at most 50) − (default)"),
-    ("with-half-weight", "with", "Pseudo-labelled anchors weighing 0.5 in the loss against 1 (the default)",
+    ("with-half-weight", "with-quarter-calibrating", "Pseudo-labelled anchors weighing 0.5 in the loss against 1 (the default)",
      "(weight 0.5) − (weight 1)"),
-    ("with-precision-99", "with", "The threshold aiming at 99 % correct pseudo-labels against 97 % (the default)",
+    ("with-precision-99", "with-quarter-calibrating", "The threshold aiming at 99 % correct pseudo-labels against 97 % (the default)",
      "(99 %) − (97 %)"),
-    ("with-4-per-label", "with", "At most 4 pseudo-labels per intent against no cap (the default)",
+    ("with-4-per-label", "with-quarter-calibrating", "At most 4 pseudo-labels per intent against no cap (the default)",
      "(at most 4 per intent) − (no cap)"),
-    ("with-anchor-only", "with", ("Pseudo-labelled questions moving only their own embedding against moving the "
+    ("with-anchor-only", "with-quarter-calibrating", ("Pseudo-labelled questions moving only their own embedding against moving the "
      "KB rows too (the default)"), "(anchor only) − (default)"),
-    ("with-pool-without-basque", "with", "The pool less its Basque questions against the whole pool (the default)",
+    ("with-pool-without-basque", "with-quarter-calibrating", "The pool less its Basque questions against the whole pool (the default)",
      "(no Basque) − (whole pool)"),
     ("with-right-labels-only", "without", ("Every pseudo-label right (the pool less the questions the base model "
      "labels wrongly) against no pool"), "(right labels only) − (no pool)"),
-    ("with-right-labels-only", "with", ("Every pseudo-label right against the default's (the same right ones and "
+    ("with-right-labels-only", "with-quarter-calibrating", ("Every pseudo-label right against the default's (the same right ones and "
      "about 10 wrong ones)"), "(right labels only) − (default)"),
     ("with-frozen-4", "without-frozen-4", ("The pool with the 4 lowest layers frozen against the same freeze "
      "without it"), "(pool) − (no pool), both with frozen_layers=4"),
-    ("with-pseudo-above-4", "with", ("Pseudo-labelled questions training only the layers above the 4th against "
+    ("with-pseudo-above-4", "with-quarter-calibrating", ("Pseudo-labelled questions training only the layers above the 4th against "
      "every layer (the default)"), "(above the 4th) − (every layer)"),
-    ("with-pseudo-above-2", "with", ("Pseudo-labelled questions training only the layers above the 2nd against "
+    ("with-pseudo-above-2", "with-quarter-calibrating", ("Pseudo-labelled questions training only the layers above the 2nd against "
      "every layer (the default)"), "(above the 2nd) − (every layer)"),
     ("without-frozen-4", "without", "The 4 lowest layers frozen against every layer training (the default), no pool",
      "(frozen_layers=4) − (every layer trains)"),
-    ("with-batched-apart", "with", ("The same pseudo-labels batched apart against mixed into the labelled batches "
+    ("with-batched-apart", "with-quarter-calibrating", ("The same pseudo-labels batched apart against mixed into the labelled batches "
      "(the default): only the batches differ, so this is how far a reshuffle alone moves a language"),
      "(batched apart) − (mixed in)"),
     ("with-augment", "augment", "The pool on top of augmentation (`augment=True` and `unlabelled=pool`)",
      "(pool and augment) − (augment alone)"),
-    ("with", "with-calibration-sits-out", ("The calibration languages training in the only labelling epoch (the "
+    ("with-quarter-calibrating", "with-calibration-sits-out", ("The calibration languages training in the only labelling epoch (the "
      "default since 2026-12-06) against sitting it out"), "(they train in epoch 1) − (they sit it out)"),
     ("with-calibration-sits-out", "with-stretched-schedule", ("The learning rate decaying to zero at the last step "
      "(since 2026-12-06) against the stretched schedule, the calibration languages sitting out epoch 1 in both"),
