@@ -121,6 +121,8 @@ ARMS = {"without": "without pool",
                  "decays to zero at the last step)"),
         "with-quarter-calibrating": ("with pool, the threshold set on a quarter of the training languages (2 of 8, a "
                                      "seeded choice; calibration_languages=2), the default 2026-12-03 to 12-07"),
+        "with-precision-95": ("with pool, every training language calibrating as by default, the threshold aiming at "
+                              "95 % correct pseudo-labels instead of 97 % (pseudo_label_precision=0.95): more labels"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -186,6 +188,7 @@ POOL_RIGHT_ONLY = object()  # the pool less the questions the base model labels 
 QUARTER = {"calibration_languages": 2}  # arms measured before 2026-12-07, when a quarter of the languages calibrated
 OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
            "with-quarter-calibrating": {"unlabelled": POOL, **QUARTER},
+           "with-precision-95": {"unlabelled": POOL, "pseudo_label_precision": 0.95},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
@@ -208,6 +211,8 @@ NO_POOL = tuple(arm for arm, options in OPTIONS.items() if "unlabelled" not in o
 JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, name in the JSON, heading in the md)
     ("with-quarter-calibrating", "quarter_calibrating", ("With a quarter of the training languages calibrating "
                                                          "(`calibration_languages=2`, the default until 2026-12-07):")),
+    ("with-precision-95", "precision_95", ("With every training language calibrating for 95 % correct labels "
+                                           "(`pseudo_label_precision=0.95`):")),
     ("with-dev-threshold", "dev_threshold", "With the threshold set on dev instead (`calibration_languages=0`):"),
     ("with-agreement", "agreement", "With the training queries' agreement (`pseudo_label_agreement=True`):"),
     ("with-pseudo-above-4", "pseudo_above_4", ("With pseudo-labelled questions training only the layers above the "
@@ -405,6 +410,8 @@ THEN = "with-quarter-calibrating"  # the default the arms below were measured ag
 COMPARISONS = (  # (arm, against, title, what the differences are), each on the seeds both were measured on
     ("with", THEN, "Every training language calibrating (the default since 2026-12-07) against a quarter of them",
      "(every language) − (a quarter)"),
+    ("with-precision-95", "with", "The threshold aiming at 95 % correct pseudo-labels against 97 % (the default)",
+     "(95 %) − (97 %)"),
     ("with-agreement", THEN, ("Pseudo-labels needing the training queries' agreement against the KB margin "
      "alone (the default)"), "(agreement) − (KB margin alone)"),
     ("with-50-per-epoch", THEN, "Half the pseudo-labels: at most 50 an epoch against the default",
