@@ -16,6 +16,7 @@ from mlret_rag.finetune import (
     Voters,
     agreed_margins,
     calibration_languages,
+    calibration_plan,
     choose_threshold,
     estimated_precision,
     precision_lower_bound,
@@ -232,6 +233,18 @@ def test_when_the_base_model_gives_every_label_every_training_language_calibrate
     assert calibration_languages(eight, 2, seed=2, labels_once=True) == calibration_languages(eight, 2, seed=2)
     assert calibration_languages(eight[:10], None, seed=2, labels_once=True) == ()  # one language: dev calibrates
     assert calibration_languages(eight[5:15], None, seed=2, labels_once=True) == ()  # 10 queries: too few
+
+
+def test_the_calibration_plan_gives_one_labelling_epoch_and_then_every_language_calibrates():
+    eight = [Anchor(f"{lang} {i}", 0, lang) for lang in ["ar", "de", "es", "fr", "hi", "pl", "ru", "zh"] for i in range(10)]
+    quarter = calibration_languages(eight, None, seed=2)
+    assert calibration_plan(eight, None, seed=2) == (("ar", "de", "es", "fr", "hi", "pl", "ru", "zh"), 1)
+    assert calibration_plan(eight, None, seed=2, labelling_epochs=1) == calibration_plan(eight, None, seed=2)
+    assert calibration_plan(eight, None, seed=2, labelling_epochs=3) == (quarter, 3)  # later labels: they sit out
+    assert calibration_plan(eight, None, seed=2, agreement=True) == (quarter, 1)  # the others' queries vote
+    assert calibration_plan(eight, 3, seed=2) == (calibration_languages(eight, 3, seed=2), 1)
+    assert calibration_plan(eight[:10], None, seed=2) == ((), None)  # dev calibrates; every epoch labels
+    assert calibration_plan(eight[:10], None, seed=2, labelling_epochs=2) == ((), 2)
 
 
 def test_after_the_labelling_epochs_nothing_new_is_labelled_and_the_calibration_languages_train(encoder):

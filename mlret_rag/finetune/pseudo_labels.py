@@ -367,6 +367,19 @@ def calibration_languages(anchors: Sequence[Anchor], count: int | None, seed: in
     return _seeded_languages(present, min(count, len(present) - 1), seed)
 
 
+def calibration_plan(anchors: Sequence[Anchor], count: int | None, seed: int, labelling_epochs: int | None = None,
+                     agreement: bool = False) -> tuple[tuple[str, ...], int | None]:
+    """The calibration languages (:func:`calibration_languages`) and the labelling epochs they imply.
+
+    Calibrating languages sit out while labels are given, so by default only the first
+    :data:`CALIBRATED_LABELLING_EPOCHS` give them; when that leaves the base model giving every label (and no
+    voter needs the other languages' queries) every language may calibrate. Without calibration languages
+    ``labelling_epochs`` is returned as given."""
+    calibrated = CALIBRATED_LABELLING_EPOCHS if labelling_epochs is None else labelling_epochs
+    languages = calibration_languages(anchors, count, seed, labels_once=calibrated == 1 and not agreement)
+    return languages, (calibrated if languages else labelling_epochs)
+
+
 def _seeded_languages(present: list[str], count: int, seed: int) -> tuple[str, ...]:
     if count <= 0:
         return ()

@@ -37,10 +37,9 @@ from .frozen_prefix import (
 )
 from .memory import check_training_memory
 from .pseudo_labels import (
-    CALIBRATED_LABELLING_EPOCHS,
     PseudoLabeller,
     Voters,
-    calibration_languages,
+    calibration_plan,
     unlabelled_questions,
 )
 from .schedule import LinearSchedule, steps_per_epoch
@@ -472,10 +471,8 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     """Set up self-training: the dev queries with their correct targets, and the questions to label."""
     if c.similarity == "anchor":  # refused here, before a model loads, with EpochExamples' message
         raise ValueError(ANCHOR_SIMILARITY_WITH_UNLABELLED)
-    # the base model gives every label by default, so every training language may calibrate; the agreement's
-    # voters are the other languages' queries
-    labels_once = c.labelling_epochs in (None, CALIBRATED_LABELLING_EPOCHS) and not c.pseudo_label_agreement
-    languages = calibration_languages(data.anchors, c.calibration_languages, c.seed, labels_once=labels_once)
+    languages, labelling_epochs = calibration_plan(data.anchors, c.calibration_languages, c.seed, c.labelling_epochs,
+                                                   c.pseudo_label_agreement)
     if dev is None and not languages:
         raise KnowledgeBaseError(
             "unlabelled questions need dev queries to set the pseudo-label threshold on: give dev queries "
@@ -504,8 +501,6 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
     questions, stats = unlabelled_questions(questions, known_texts=known)
     per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
     targets = list(range(len(data.index))) if data.passages else list(data.index_label_ids)
-    labelling_epochs = (c.labelling_epochs if c.labelling_epochs is not None or not languages
-                        else CALIBRATED_LABELLING_EPOCHS)
     if languages:
         stats["calibration"] = {"languages": list(languages), "queries": len(dev_texts),
                                 "labelling_epochs": labelling_epochs}
