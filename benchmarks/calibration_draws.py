@@ -28,9 +28,10 @@ ARMS = {"every language": "with", "a quarter": "with-quarter-calibrating"}  # se
 
 def saved_run(runs: list, seed: int, calibration: str) -> dict | None:
     """The first epoch's pseudo-labels of the ``selftrain_ha.py`` run for ``seed`` under ``calibration``, if any."""
-    arm = ARMS[calibration]
+    from selftrain_ha import key
+
     for run in runs:
-        rounds = run.get("precision" if arm == "with" else f"precision-{arm}")
+        rounds = run.get(key("precision", ARMS[calibration]))
         if run["seed"] == seed and rounds:
             return rounds[0]
     return None
