@@ -237,7 +237,8 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        training["pseudo_label_precision"] = training["pseudo_labels_frozen_layers"] = None  # not used
+        for name in ("pseudo_label_precision", "pseudo_label_repeats", "pseudo_labels_frozen_layers"):
+            training[name] = None  # not used
     return {"sampling": sampling, "training": training}
 
 
@@ -514,7 +515,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                         dev_sources)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs, voters)
+                          languages, labelling_epochs, voters, c.pseudo_label_repeats)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
@@ -631,7 +632,8 @@ def _epoch_plan(examples: list[Example], pseudo: int, epoch: int, epochs: int, l
     languages = [e.lang for e in examples]
     labelled, pseudo_languages = languages[: len(languages) - pseudo], languages[len(languages) - pseudo :]
     if labeller is not None and labeller.labelling(epoch + 1):
-        pseudo_languages = [None] * min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
+        pseudo_languages = [None] * (min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
+                                     * labeller.repeats)
     plan = [_steps(languages, config)]
     for later in range(epoch + 1, epochs):
         rejoining = frozenset() if labeller is None else labeller.sitting_out(epoch) - labeller.sitting_out(later)
