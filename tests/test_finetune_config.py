@@ -49,7 +49,6 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"max_seq_length": 4}, "max_seq_length must be an integer >= 8"),
     ({"calibration_languages": -1}, "calibration_languages must be an integer >= 0 or None"),
     ({"labelling_epochs": 0}, "labelling_epochs must be a positive integer or None"),
-    ({"pseudo_label_repeats": 0}, "pseudo_label_repeats must be a positive integer"),
     ({"pseudo_label_precision": 1.0}, "pseudo_label_precision must be a number strictly between 0 and 1"),
     ({"false_negative_share": 0}, r"false_negative_share must be a number in \(0, 1\]"),
     ({"train_ratio": 0}, "train_ratio must be a number strictly between 0 and 1"),

@@ -211,13 +211,6 @@ def test_the_per_epoch_cap_is_a_seeded_sample(encoder):
     assert [a.text for a in first] != [a.text for a in later]
 
 
-def test_repeats_train_each_used_pseudo_label_that_many_times(encoder):
-    questions = [QueryRecord(q.text, lang=q.lang) for q in load_queries(demo_train_questions_path())]
-    once, report = _labeller(questions, precision=0.5, per_epoch=5, seed=3)[0].round(encoder, 0)
-    twice, doubled = _labeller(questions, precision=0.5, per_epoch=5, seed=3, repeats=2)[0].round(encoder, 0)
-    assert twice == once + once and doubled["used"] == report["used"] == 5  # "used" counts questions
-
-
 def test_calibration_languages_are_a_seeded_choice_that_leaves_one_language_to_train(caplog):
     anchors = [Anchor(f"q{i}", 0, lang) for i, lang in enumerate(["de", "fr", "es", "pl", "de", None])]
     chosen = calibration_languages(anchors, 2, seed=1)

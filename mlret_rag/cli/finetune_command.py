@@ -40,9 +40,6 @@ def finetune_command(
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
-    pseudo_label_repeats: Annotated[int, typer.Option(
-        "--pseudo-label-repeats", help="How many times an epoch trains on each pseudo-labelled question it uses.",
-        rich_help_panel=_SELF)] = 1,
     pseudo_labels_frozen_layers: Annotated[int, typer.Option(
         "--pseudo-labels-frozen-layers", help="Pseudo-labelled questions train only the layers above this many "
         "of the lowest (0: every layer); 4 spares unrelated languages for less pool gain (see the README).",
@@ -133,8 +130,7 @@ def finetune_command(
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_label_agreement=pseudo_label_agreement,
-        pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_label_repeats=pseudo_label_repeats,
-        pseudo_labels_frozen_layers=pseudo_labels_frozen_layers,
+        pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_labels_frozen_layers=pseudo_labels_frozen_layers,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

@@ -26,7 +26,7 @@ DEFAULT_MAX_SEQ_LENGTH = 256
 
 SECTIONS = ("sampling", "schedule", "output")
 _INTEGERS = ("negatives_per_anchor", "epochs", "patience", "batch_size", "max_steps", "max_seq_length", "frozen_layers",
-             "pseudo_labels_per_epoch", "pseudo_label_repeats", "pseudo_labels_frozen_layers", "calibration_languages", "labelling_epochs", "seed")
+             "pseudo_labels_per_epoch", "pseudo_labels_frozen_layers", "calibration_languages", "labelling_epochs", "seed")
 HARDNESS_MODES = (None, "in_batch_negatives", "hard_negatives", "all_negatives")  # see .loss
 DOCUMENT_EMBEDDINGS = ("trained", "constant", "cached")  # see .loss
 
@@ -101,7 +101,6 @@ class FinetuneConfig:
             unlabelled questions"). Passage KBs: the KB margin alone.
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
-        pseudo_label_repeats: how many times an epoch trains on each pseudo-labelled anchor it uses (1).
         pseudo_labels_frozen_layers: a pseudo-labelled question's gradient stops below this many of the
             lowest transformer layers (and the embedding block): it trains only the layers above, while the
             labelled queries train every layer. Measured on Home Assistant with 4 (of 12): no language loses
@@ -156,7 +155,6 @@ class FinetuneConfig:
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_label_agreement: bool = field(default=False, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
-    pseudo_label_repeats: int = field(default=1, metadata=_in("schedule"))
     pseudo_labels_frozen_layers: int = field(default=0, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
@@ -266,8 +264,6 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_label_precision must be a number strictly between 0 and 1, got {c.pseudo_label_precision!r}"),
         (c.pseudo_labels_per_epoch is None or integer(c.pseudo_labels_per_epoch, 1),
          f"pseudo_labels_per_epoch must be a positive integer or None, got {c.pseudo_labels_per_epoch!r}"),
-        (integer(c.pseudo_label_repeats, 1),
-         f"pseudo_label_repeats must be a positive integer, got {c.pseudo_label_repeats!r}"),
         (c.calibration_languages is None or integer(c.calibration_languages, 0),
          f"calibration_languages must be an integer >= 0 or None, got {c.calibration_languages!r}"),
         (c.labelling_epochs is None or integer(c.labelling_epochs, 1),

@@ -242,7 +242,6 @@ class PseudoLabeller:
     calibration_languages: tuple[str, ...] = ()  # their anchors are ``dev_texts``; they train once labelling ends
     labelling_epochs: int | None = None  # the first epochs that give new labels; None: all
     voters: Voters | None = None  # None: the index margin alone decides
-    repeats: int = 1  # copies of each used pseudo-labelled anchor an epoch trains on
     _labels: dict[int, int] = field(default_factory=dict, repr=False)  # question -> its pseudo-label, for good
     _estimates: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (new, estimate, bound)
 
@@ -290,7 +289,7 @@ class PseudoLabeller:
         if self.per_epoch is not None and len(labelled) > self.per_epoch:
             rng = np.random.default_rng([self.seed, epoch, 11])
             kept = sorted(rng.choice(labelled, size=self.per_epoch, replace=False).tolist())
-        anchors = [self._anchor(self.questions[i], self._labels[i]) for i in kept] * self.repeats
+        anchors = [self._anchor(self.questions[i], self._labels[i]) for i in kept]
         langs = Counter(q.lang or "unknown" for q in self.questions)
         cleared = Counter(self.questions[i].lang or "unknown" for i in new)
         used = Counter(self.questions[i].lang or "unknown" for i in kept)
@@ -305,7 +304,7 @@ class PseudoLabeller:
             "estimated_precision_all": _rounded(sum(n * e for n, e, _ in self._estimates) / weight if weight else None),
             "precision_lower_bound": _rounded(bound if new else None),
             "precision_lower_bound_all": _rounded(sum(n * b for n, _, b in self._estimates) / weight if weight else None),
-            "cleared": len(new), "labelled": len(labelled), "used": len(kept),
+            "cleared": len(new), "labelled": len(labelled), "used": len(anchors),
             "cleared_per_language": {lang: cleared.get(lang, 0) for lang, _ in langs.most_common()},
             "used_per_language": {lang: used.get(lang, 0) for lang, _ in langs.most_common()},
         }

@@ -237,8 +237,7 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        for name in ("pseudo_label_precision", "pseudo_label_repeats", "pseudo_labels_frozen_layers"):
-            training[name] = None  # not used
+        training["pseudo_label_precision"] = training["pseudo_labels_frozen_layers"] = None  # not used
     return {"sampling": sampling, "training": training}
 
 
@@ -515,7 +514,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                         dev_sources)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs, voters, c.pseudo_label_repeats)
+                          languages, labelling_epochs, voters)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
@@ -632,8 +631,7 @@ def _epoch_plan(examples: list[Example], pseudo: int, epoch: int, epochs: int, l
     languages = [e.lang for e in examples]
     labelled, pseudo_languages = languages[: len(languages) - pseudo], languages[len(languages) - pseudo :]
     if labeller is not None and labeller.labelling(epoch + 1):
-        pseudo_languages = [None] * (min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
-                                     * labeller.repeats)
+        pseudo_languages = [None] * min(labeller.per_epoch or len(labeller.questions), len(labeller.questions))
     plan = [_steps(languages, config)]
     for later in range(epoch + 1, epochs):
         rejoining = frozenset() if labeller is None else labeller.sitting_out(epoch) - labeller.sitting_out(later)
