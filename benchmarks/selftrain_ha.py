@@ -237,7 +237,9 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                                            "above the 4th layer only:")),
     ("with-precision-96-above-3", "precision_96_above_3", ("With every training language calibrating for 96 % "
                                                            "correct labels, the pseudo-labelled questions training "
-                                                           "above the 3rd layer only:")),
+                                                           "above the 3rd layer only (seeds 5-9; its time ratio is no "
+                                                           "measurement: the runs without the pool were timed "
+                                                           "earlier that day, while the machine's speed drifted):")),
     ("with-repeats-2", "repeats_2", ("With each pseudo-labelled anchor trained on twice (measured on ddbd266 with "
                                      "`pseudo_label_repeats=2`, an option removed since):")),
     ("with-repeats-2-above-4", "repeats_2_above_4", ("With each pseudo-labelled anchor trained on twice, above the "
