@@ -54,6 +54,7 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"train_ratio": 0}, "train_ratio must be a number strictly between 0 and 1"),
     ({"overwrite": "yes"}, "overwrite must be True or False"),
     ({"augment": 1}, "augment must be True or False"),
+    ({"pseudo_label_propagation": "on"}, "pseudo_label_propagation must be True or False"),
     ({"group_by": ""}, "group_by must be a metadata key"),
     ({"document_embeddings": "frozen"}, "document_embeddings must be one of trained, constant, cached"),
 ])

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from mlret_rag.datasets.home_assistant import build_intent_benchmark
 from mlret_rag.demo import demo_train_questions_path, load_demo_kb, load_demo_questions
 from mlret_rag.errors import KnowledgeBaseError
 from mlret_rag.finetune import (
@@ -20,6 +21,8 @@ from mlret_rag.finetune import (
     choose_threshold,
     estimated_precision,
     precision_lower_bound,
+    propagated_targets,
+    split_dev,
     target_margins,
     unlabelled_questions,
 )
@@ -124,6 +127,58 @@ def test_the_precision_lower_bound_is_clopper_pearson_one_sided():
     assert precision_lower_bound([False] * 5) == 0.0 and precision_lower_bound([]) is None
     with pytest.raises(ValueError, match="confidence must lie strictly between 0 and 1"):
         precision_lower_bound([True], confidence=1.0)
+
+
+def test_a_label_propagates_from_same_language_seeds_only_and_needs_two_of_their_targets_to_compare():
+    vecs = _unit([[1, 0], [0, 1],          # de seeds: targets 1 and 2
+                  [1, 0], [0.6, 0.8],      # fr seeds: targets 1 and 3
+                  [0, 1],                  # lt seed: target 3, its only one
+                  [0.9, 0.3], [0, 1],      # de and fr candidates
+                  [0, 1], [0, 1]])         # lt and sw (no seed) candidates
+    langs = ["de", "de", "fr", "fr", "lt", "de", "fr", "lt", "sw"]
+    best, margin = propagated_targets(vecs, langs, [0, 1, 2, 3, 4], [1, 2, 1, 3, 3], [5, 6, 7, 8])
+    de = vecs[5]
+    assert best[:2].tolist() == [1, 3]  # the fr candidate sits on a de seed of target 2, which may not vote on it
+    assert margin[:2] == pytest.approx([de @ vecs[0] - de @ vecs[1], 0.8])
+    assert margin[2:].tolist() == [-np.inf, -np.inf]  # one target seeded in lt, none in sw: nothing to compare
+    assert propagated_targets(vecs, langs, [], [], [5])[1].tolist() == [-np.inf]
+    assert len(propagated_targets(vecs, langs, [0, 1], [1, 2], [])[0]) == 0
+
+
+def test_labels_propagate_below_the_threshold_at_a_margin_set_on_the_calibration_queries_alone(encoder):
+    bench = build_intent_benchmark(kb_per_intent=20, train_per_intent=3, eval_per_intent=4, seed=0,
+                                   pool_languages=("de-CH", "eu", "ga", "lb", "lt", "lv"), pool_per_intent=40)
+    held = set(split_dev(bench.train_queries, share=0.15, seed=1).dev_rows)  # the benchmark's seed 1
+    calibration = [q for i, q in enumerate(bench.train_queries) if i not in held]
+    labels = sorted({r.label for r in bench.index})
+    ids = {label: i for i, label in enumerate(labels)}
+    index_ids = [ids[r.label] for r in bench.index]
+    truth = {q.text: q.label for q in bench.unlabelled_pool}
+
+    def labeller(pool, propagation):
+        return PseudoLabeller([QueryRecord(q.text, lang=q.lang) for q in pool], [q.text for q in calibration],
+                              [(ids[q.label],) for q in calibration], [r.text for r in bench.index], index_ids,
+                              index_ids, False, propagation=propagation, dev_langs=[q.lang for q in calibration])
+
+    pool = bench.unlabelled_pool[::4]
+    plain_anchors, plain = labeller(pool, False).round(encoder, 0)
+    anchors, report = labeller(pool, True).round(encoder, 0)
+    _, half = labeller(pool[::2], True).round(encoder, 0)
+    assert "propagated" not in plain and report["threshold"] == plain["threshold"]
+    assert report["propagation_threshold"] == half["propagation_threshold"] is not None  # the pool does not move it
+    assert report["propagation_dev_precision"] >= 0.9
+    kb = {(a.text, a.label_id) for a in plain_anchors}
+    spread = [a for a in anchors if (a.text, a.label_id) not in kb]
+    assert report["cleared"] == plain["cleared"] + report["propagated"] == len(anchors) and len(spread) == report[
+        "propagated"] > 0 and sum(report["propagated_per_language"].values()) == len(spread)
+    assert kb < {(a.text, a.label_id) for a in anchors}
+    # each took the label of its most similar KB-labelled question of its language
+    for a in spread:
+        same = [s for s in plain_anchors if s.lang == a.lang]
+        sims = encoder.encode_queries([a.text]) @ encoder.encode_queries([s.text for s in same]).T
+        assert same[int(np.argmax(sims))].label_id == a.label_id
+    assert sum(truth[a.text] == labels[a.label_id] for a in spread) / len(spread) >= 0.8
+    assert report["estimated_precision"] != plain["estimated_precision"]  # the estimate covers them too
 
 
 def test_the_questions_are_texts_only_each_once_and_never_a_labelled_query(caplog):

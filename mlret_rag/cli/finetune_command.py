@@ -37,6 +37,10 @@ def finetune_command(
     pseudo_label_agreement: Annotated[bool, typer.Option(
         "--pseudo-label-agreement", help="Intent KBs: pseudo-label a question only when its nearest training "
         "queries agree with the KB's label (more precise labels; see the README).", rich_help_panel=_SELF)] = False,
+    pseudo_label_propagation: Annotated[bool, typer.Option(
+        "--pseudo-label-propagation", help="Also label questions below the threshold from the most similar "
+        "labelled question of their language, when its label wins clearly (see the README).",
+        rich_help_panel=_SELF)] = False,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,
@@ -130,6 +134,7 @@ def finetune_command(
         max_seq_length=max_seq_length, freeze_embeddings=freeze_embeddings, frozen_layers=frozen_layers, bf16=bf16, interpolate=interpolate,
         document_embeddings=document_embeddings,
         pseudo_label_precision=pseudo_label_precision, pseudo_label_agreement=pseudo_label_agreement,
+        pseudo_label_propagation=pseudo_label_propagation,
         pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_labels_frozen_layers=pseudo_labels_frozen_layers,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
@@ -197,6 +202,9 @@ def summary_lines(result: Any) -> str:
         if voters := sel["pseudo_labels"][0].get("voters"):
             lines.append(f"a pseudo-label also needs the {voters} training queries nearest to the question to "
                          "agree (margin: KB + queries)")
+        if "propagated" in sel["pseudo_labels"][0]:
+            lines.append("labels also propagate to a question from the most similar labelled question of its "
+                         "language (threshold set on the calibration queries for 90 % precision)")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

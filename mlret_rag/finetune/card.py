@@ -112,6 +112,9 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
                  str(r["cleared"]), str(r.get("labelled", r["cleared"])), str(r["used"])] + [
             f"{r['cleared_per_language'].get(lang, 0)}/{r.get('used_per_language', {}).get(lang, 0)}" for lang in langs]
         lines.append("| " + " | ".join(cells) + " |")
+    if "propagated" in rounds[0]:
+        lines += ["", _PROPAGATION, ""] + [f"* epoch {r['epoch']}: {_propagated(r)}" for r in rounds
+                                           if r.get("labelling", True)]
     from .pseudo_labels import never_cleared
 
     never = never_cleared(rounds)
@@ -119,6 +122,20 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
         lines += ["", "**Never pseudo-labelled (no confident KB match in any epoch):** " + ", ".join(never)]
     lines.append("")
     return lines
+
+
+_PROPAGATION = ("Labels also propagate: a question below the threshold takes the label of its most similar question "
+                "of its language labelled that epoch, when that label beats the runner-up by a margin set the same way "
+                "on the calibration queries (those above the threshold seeding the others) for 90 % precision. 'new' "
+                "counts them, and the estimate and bound cover them:")
+
+
+def _propagated(report: dict[str, Any]) -> str:
+    if not report.get("propagated"):
+        return "none propagated"
+    per = ", ".join(f"{lang} {n}" for lang, n in report["propagated_per_language"].items())
+    return (f"{report['propagated']} propagated at margin {_fmt(report['propagation_threshold'])} "
+            f"(dev precision {_fmt(report['propagation_dev_precision'])}): {per}")
 
 
 def _fmt(value: Any) -> str:

@@ -99,6 +99,11 @@ class FinetuneConfig:
             are more often right (91-97 % instead of 89-92 %) and the precision estimate comes within 4 points,
             but more languages lose a point or two, so it is off by default (README, "Learning from
             unlabelled questions"). Passage KBs: the KB margin alone.
+        pseudo_label_propagation: also label a question below the threshold from the questions of its
+            language labelled that epoch: it takes the label of its most similar one when that label beats
+            the runner-up by a margin set on the calibration queries the same way, for 90 % precision
+            (:func:`~mlret_rag.finetune.pseudo_labels.propagated_targets`). Off by default (README,
+            "Learning from unlabelled questions").
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
         pseudo_labels_frozen_layers: a pseudo-labelled question's gradient stops below this many of the
@@ -154,6 +159,7 @@ class FinetuneConfig:
     interpolate: bool = field(default=False, metadata=_in("schedule"))
     pseudo_label_precision: float = field(default=DEFAULT_PRECISION, metadata=_in("schedule"))
     pseudo_label_agreement: bool = field(default=False, metadata=_in("schedule"))
+    pseudo_label_propagation: bool = field(default=False, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
     pseudo_labels_frozen_layers: int = field(default=0, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
@@ -275,6 +281,7 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_labels_frozen_layers must be an integer >= 0, got {c.pseudo_labels_frozen_layers!r}"),
     ]
     flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "pseudo_label_agreement",
+             "pseudo_label_propagation",
              "check_memory", "overwrite", "show_progress_bar")
     checks += [(isinstance(getattr(c, name), bool), f"{name} must be True or False, got {getattr(c, name)!r}")
                for name in flags]

@@ -237,7 +237,8 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        training["pseudo_label_precision"] = training["pseudo_labels_frozen_layers"] = None  # not used
+        for name in ("pseudo_label_precision", "pseudo_label_propagation", "pseudo_labels_frozen_layers"):
+            training[name] = None  # not used
     return {"sampling": sampling, "training": training}
 
 
@@ -462,8 +463,12 @@ def pseudo_label_line(report: dict[str, Any]) -> str:
         return f"epoch {report['epoch']} pseudo-labels: no new one (no margin reaches the precision target on {on}); {used}"
     est, bound = report["estimated_precision"], report.get("precision_lower_bound")
     precision = "-" if est is None else f"{est:.2f}" + ("" if bound is None else f", at least {bound:.2f}")
-    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared']} new above margin {report['threshold']:.3f} "
-            f"(dev precision {report['dev_precision']:.2f}, estimated {precision}); {used}")
+    spread = report.get("propagated") or 0
+    propagated = "" if not spread else (f", {spread} propagated at margin {report['propagation_threshold']:.3f} "
+                                        f"(dev precision {report['propagation_dev_precision']:.2f})")
+    return (f"epoch {report['epoch']} pseudo-labels: {report['cleared'] - spread} new above margin "
+            f"{report['threshold']:.3f} (dev precision {report['dev_precision']:.2f}){propagated}, estimated "
+            f"{precision}; {used}")
 
 
 def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord],
@@ -479,12 +484,13 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
             "(--dev FILE), more training queries, a dev_share (--dev-share) that leaves at least 20 of them, "
             "or calibration languages (--calibration-languages)"
         )
-    dev_texts, dev_targets, dev_sources = [], [], []
+    dev_texts, dev_targets, dev_sources, dev_langs = [], [], [], []
     if languages:  # calibrated on these languages' anchors, untrained while labels are given, not on dev
         held_out = [a for a in data.anchors if a.lang in languages]
         dev_texts = [a.text for a in held_out]
         dev_targets = [a.relevant if data.passages else (a.label_id,) for a in held_out]
         dev_sources = [a.source_id for a in held_out]
+        dev_langs = [a.lang for a in held_out]
     else:
         position = {r.id: i for i, r in enumerate(data.index)}
         label_ids = {label: i for i, label in enumerate(data.labels)}
@@ -497,6 +503,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                 dev_texts.append(q.text)
                 dev_targets.append(targets)
                 dev_sources.append(q.source_id)
+                dev_langs.append(q.lang)
     known = [a.text for a in data.anchors] + ([q.text for q in dev.queries] if dev else [])
     questions, stats = unlabelled_questions(questions, known_texts=known)
     per_epoch = c.pseudo_labels_per_epoch if c.pseudo_labels_per_epoch is not None else max(len(data.anchors) // 2, 128)
@@ -514,7 +521,7 @@ def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[Query
                         dev_sources)
     return PseudoLabeller(questions, dev_texts, dev_targets, [r.text for r in data.index], targets,
                           list(data.index_label_ids), data.passages, c.pseudo_label_precision, per_epoch, c.seed, stats,
-                          languages, labelling_epochs, voters)
+                          languages, labelling_epochs, voters, c.pseudo_label_propagation, dev_langs)
 
 
 def _interpolate(encoder, dev: _Dev, trainable: list, base: list, tuned: list, score: float,
