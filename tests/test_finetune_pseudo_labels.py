@@ -143,6 +143,8 @@ def test_a_label_propagates_from_same_language_seeds_only_and_needs_two_of_their
     assert margin[2:].tolist() == [-np.inf, -np.inf]  # one target seeded in lt, none in sw: nothing to compare
     assert propagated_targets(vecs, langs, [], [], [5])[1].tolist() == [-np.inf]
     assert len(propagated_targets(vecs, langs, [0, 1], [1, 2], [])[0]) == 0
+    with pytest.raises(ValueError, match="propagation needs the language of every calibration query"):
+        _labeller([QueryRecord("Where is my parcel?")], propagation=True)
 
 
 def test_labels_propagate_below_the_threshold_at_a_margin_set_on_the_calibration_queries_alone(encoder):

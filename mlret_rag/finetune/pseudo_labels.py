@@ -21,6 +21,10 @@ queries. Here they are used by self-training, refreshed every labelling epoch (e
    its gradient stops below them, while the labelled queries train every layer (off by default; measured
    on Home Assistant, it spares Catalan, which otherwise loses 1.6 points to the pool, for a quarter of
    the pool's gain).
+6. with ``pseudo_label_propagation``, a question below the threshold may take a label from its own language's
+   questions labelled that round (:func:`propagated_targets`), at a margin the calibration queries set the same
+   way for :data:`PROPAGATION_PRECISION` (:meth:`PseudoLabeller._propagate`): a dialect's questions resemble
+   each other more than they resemble the KB.
 
 The calibration queries are training queries (:func:`calibration_languages`) of languages that sit out
 training until the last of the ``labelling_epochs``, so they are as untrained as the unlabelled questions
@@ -272,6 +276,11 @@ class PseudoLabeller:
     dev_langs: list[str | None] = field(default_factory=list)  # the calibration queries' languages (propagation)
     _labels: dict[int, int] = field(default_factory=dict, repr=False)  # question -> its pseudo-label, for good
     _estimates: list[tuple[int, float, float]] = field(default_factory=list, repr=False)  # (new, estimate, bound)
+
+    def __post_init__(self) -> None:
+        if self.propagation and len(self.dev_langs) != len(self.dev_texts):
+            raise ValueError(f"propagation needs the language of every calibration query: {len(self.dev_langs)} "
+                             f"languages for {len(self.dev_texts)} queries")
 
     def labelling(self, epoch: int) -> bool:
         """Whether ``epoch`` (0-based) gives new pseudo-labels."""
