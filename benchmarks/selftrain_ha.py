@@ -251,7 +251,10 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                                            "measurement: the runs without the pool were timed "
                                                            "earlier that day, while the machine's speed drifted):")),
     ("with-propagation", "propagation", ("With labels propagated inside the pool from the most similar labelled "
-                                         "question of the same language (`pseudo_label_propagation=True`):")),
+                                         "question of the same language (`pseudo_label_propagation=True`; its time "
+                                         "ratio is no measurement: its runs took 279-430 s while the machine slowed, "
+                                         "seed 9's 430 s training exactly as the default's 231 s, since nothing "
+                                         "propagated there; `propagation_cost.py` measures what it adds):")),
     ("with-propagation-above-4", "propagation_above_4", ("With labels propagated inside the pool, the "
                                                          "pseudo-labelled questions training above the 4th layer "
                                                          "only:")),

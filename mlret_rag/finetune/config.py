@@ -102,8 +102,10 @@ class FinetuneConfig:
         pseudo_label_propagation: also label a question below the threshold from the questions of its
             language labelled that epoch: it takes the label of its most similar one when that label beats
             the runner-up by a margin set on the calibration queries the same way, for 90 % precision
-            (:func:`~mlret_rag.finetune.pseudo_labels.propagated_targets`). Off by default (README,
-            "Learning from unlabelled questions").
+            (:func:`~mlret_rag.finetune.pseudo_labels.propagated_targets`). Measured on Home Assistant
+            (seeds 0-9): the pool languages gain 0.041 instead of 0.033, other languages move about as
+            much (a few lose 0.3-0.9 points more), so it is off by default (README, "Learning from
+            unlabelled questions").
         pseudo_labels_per_epoch: most pseudo-labelled anchors per epoch (a seeded sample); default: half as
             many as the labelled anchors (at least 128), so the labelled ones keep two thirds of every epoch.
         pseudo_labels_frozen_layers: a pseudo-labelled question's gradient stops below this many of the
