@@ -142,9 +142,6 @@ ARMS = {"without": "without pool",
         "with-propagation": ("with pool, labels also propagated to questions below the threshold from the most "
                              "similar labelled question of their language, at a margin set on the calibration "
                              "queries for 90 % precision (pseudo_label_propagation=True)"),
-        "with-propagation-above-4": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
-                                     "questions training only the layers above the 4th (pseudo_label_propagation="
-                                     "True, pseudo_labels_frozen_layers=4)"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -216,8 +213,6 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-precision-96-above-3": {"unlabelled": POOL, "pseudo_label_precision": 0.96,
                                          "pseudo_labels_frozen_layers": 3},
            "with-propagation": {"unlabelled": POOL, "pseudo_label_propagation": True},
-           "with-propagation-above-4": {"unlabelled": POOL, "pseudo_label_propagation": True,
-                                        "pseudo_labels_frozen_layers": 4},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
@@ -255,9 +250,6 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                          "ratio is no measurement: its runs took 279-430 s while the machine slowed, "
                                          "seed 9's 430 s training exactly as the default's 231 s, since nothing "
                                          "propagated there; `propagation_cost.py` measures what it adds):")),
-    ("with-propagation-above-4", "propagation_above_4", ("With labels propagated inside the pool, the "
-                                                         "pseudo-labelled questions training above the 4th layer "
-                                                         "only:")),
     ("with-repeats-2", "repeats_2", ("With each pseudo-labelled anchor trained on twice (measured on ddbd266 with "
                                      "`pseudo_label_repeats=2`, an option removed since):")),
     ("with-repeats-2-above-4", "repeats_2_above_4", ("With each pseudo-labelled anchor trained on twice, above the "

@@ -26,6 +26,7 @@ from mlret_rag.finetune import (
     target_margins,
     unlabelled_questions,
 )
+from mlret_rag.finetune.train import pseudo_label_line
 from mlret_rag.kb import QueryRecord, load_queries
 
 
@@ -181,6 +182,8 @@ def test_labels_propagate_below_the_threshold_at_a_margin_set_on_the_calibration
         assert same[int(np.argmax(sims))].label_id == a.label_id
     assert sum(truth[a.text] == labels[a.label_id] for a in spread) / len(spread) >= 0.8
     assert report["estimated_precision"] != plain["estimated_precision"]  # the estimate covers them too
+    line = pseudo_label_line(report)  # what the CLI prints for the epoch
+    assert f"{plain['cleared']} new above margin" in line and f"{len(spread)} more propagated at margin" in line
 
 
 def test_the_questions_are_texts_only_each_once_and_never_a_labelled_query(caplog):

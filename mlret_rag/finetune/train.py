@@ -464,11 +464,11 @@ def pseudo_label_line(report: dict[str, Any]) -> str:
     est, bound = report["estimated_precision"], report.get("precision_lower_bound")
     precision = "-" if est is None else f"{est:.2f}" + ("" if bound is None else f", at least {bound:.2f}")
     spread = report.get("propagated") or 0
-    propagated = "" if not spread else (f", {spread} propagated at margin {report['propagation_threshold']:.3f} "
-                                        f"(dev precision {report['propagation_dev_precision']:.2f})")
+    propagated = "" if not spread else (f"; {spread} more propagated at margin {report['propagation_threshold']:.3f}, "
+                                        f"dev precision {report['propagation_dev_precision']:.2f}")
     return (f"epoch {report['epoch']} pseudo-labels: {report['cleared'] - spread} new above margin "
-            f"{report['threshold']:.3f} (dev precision {report['dev_precision']:.2f}){propagated}, estimated "
-            f"{precision}; {used}")
+            f"{report['threshold']:.3f} (dev precision {report['dev_precision']:.2f}, estimated {precision}"
+            f"{propagated}); {used}")
 
 
 def _pseudo_labeller(data: TrainingData, dev: _Dev | None, questions: list[QueryRecord],
