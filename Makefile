@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/finetune_ha.py
 	$(PY) benchmarks/finetune_passages.py
 	$(PY) benchmarks/selftrain_ha.py
+	$(PY) benchmarks/propagation_cost.py
 	$(PY) benchmarks/documents.py
 
 lint: install

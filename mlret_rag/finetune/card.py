@@ -112,11 +112,11 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
                  str(r["cleared"]), str(r.get("labelled", r["cleared"])), str(r["used"])] + [
             f"{r['cleared_per_language'].get(lang, 0)}/{r.get('used_per_language', {}).get(lang, 0)}" for lang in langs]
         lines.append("| " + " | ".join(cells) + " |")
-    if "propagated" in rounds[0]:
-        lines += ["", _PROPAGATION, ""] + [f"* epoch {r['epoch']}: {_propagated(r)}" for r in rounds
-                                           if r.get("labelling", True)]
-    from .pseudo_labels import never_cleared
+    from .pseudo_labels import PROPAGATION_PRECISION, never_cleared
 
+    if "propagated" in rounds[0]:
+        lines += ["", _PROPAGATION.format(PROPAGATION_PRECISION * 100), ""]
+        lines += [f"* epoch {r['epoch']}: {_propagated(r)}" for r in rounds if r.get("labelling", True)]
     never = never_cleared(rounds)
     if never:
         lines += ["", "**Never pseudo-labelled (no confident KB match in any epoch):** " + ", ".join(never)]
@@ -126,7 +126,7 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
 
 _PROPAGATION = ("Labels also propagate: a question below the threshold takes the label of its most similar question "
                 "of its language labelled that epoch, when that label beats the runner-up by a margin set the same way "
-                "on the calibration queries (those above the threshold seeding the others) for 90 % precision. 'new' "
+                "on the calibration queries (those above the threshold seeding the others) for {:.0f} % precision. 'new' "
                 "counts them, and the estimate and bound cover them:")
 
 
