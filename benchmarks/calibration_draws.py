@@ -47,7 +47,7 @@ def reproduces(row: dict, run: dict) -> bool:
 
 def main() -> None:
     import numpy as np
-    from selftrain_ha import pool_benchmark
+    from selftrain_ha import label_ids, pool_benchmark
 
     from mlret_rag import MultilingualEncoder
     from mlret_rag.finetune.dev import DEFAULT_DEV_SHARE, split_dev
@@ -71,8 +71,7 @@ def main() -> None:
 
     bench, pool, _ = pool_benchmark()
     encoder = MultilingualEncoder()
-    labels = sorted({r.label for r in bench.index})
-    label_id = {label: n for n, label in enumerate(labels)}
+    _, label_id = label_ids(bench.index)
     index = encoder.encode_documents([r.text for r in bench.index])
     targets = [label_id[r.label] for r in bench.index]
 

@@ -17,7 +17,7 @@ import statistics
 import time
 
 from _machine import cpu_description
-from selftrain_ha import RESULTS, pool_benchmark
+from selftrain_ha import RESULTS, label_ids, pool_benchmark
 
 
 def main() -> None:
@@ -33,8 +33,7 @@ def main() -> None:
     bench, _, pool = pool_benchmark()
     held = set(split_dev(bench.train_queries, share=DEFAULT_DEV_SHARE, seed=args.seed).dev_rows)
     calibration = [q for i, q in enumerate(bench.train_queries) if i not in held]  # every language calibrates
-    labels = sorted({r.label for r in bench.index})
-    ids = {label: i for i, label in enumerate(labels)}
+    _, ids = label_ids(bench.index)
     index_ids = [ids[r.label] for r in bench.index]
     encoder = MultilingualEncoder()
 

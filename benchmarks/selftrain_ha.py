@@ -51,6 +51,12 @@ def pool_mrr(report: dict) -> float:
     return statistics.mean(per[lang]["mrr"] for lang in POOL_LANGUAGES)
 
 
+def label_ids(index: list) -> tuple[list[str], dict[str, int]]:
+    """The KB's labels, sorted, and each one's id: the ids the library gives them (``target_margins``' targets)."""
+    labels = sorted({r.label for r in index})
+    return labels, {label: n for n, label in enumerate(labels)}
+
+
 def right_only(encoder, index: list, pool: list) -> list:
     """The pool less the questions whose best label under ``encoder`` is wrong: the base model gives every
     pseudo-label (before the first epoch), so the default's right pseudo-labels stay and its wrong ones go."""
@@ -59,8 +65,7 @@ def right_only(encoder, index: list, pool: list) -> list:
     from mlret_rag.finetune import target_margins
     from mlret_rag.kb import QueryRecord
 
-    labels = sorted({r.label for r in index})
-    label_id = {label: n for n, label in enumerate(labels)}
+    labels, label_id = label_ids(index)
     best, _ = target_margins(encoder.encode_queries([q.text for q in pool]), encoder.encode_documents(
         [r.text for r in index]), [label_id[r.label] for r in index])
     return [QueryRecord(q.text, lang=q.lang) for q, b in zip(pool, np.asarray(best)) if labels[b] == q.label]

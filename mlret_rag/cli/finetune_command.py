@@ -204,7 +204,7 @@ def summary_lines(result: Any) -> str:
                          "agree (margin: KB + queries)")
         if "propagated" in sel["pseudo_labels"][0]:
             lines.append("labels also propagate to a question from the most similar labelled question of its "
-                         f"language (threshold set on the calibration queries for {PROPAGATION_PRECISION:.0%} precision)")
+                         f"language (threshold set on the calibration queries for {100 * PROPAGATION_PRECISION:.0f} % precision)")
         for r in sel["pseudo_labels"]:
             per = ", ".join(f"{lang} {n}/{r['used_per_language'].get(lang, 0)}"
                             for lang, n in r["cleared_per_language"].items())

@@ -115,7 +115,7 @@ def pseudo_label_lines(selection: dict[str, Any], pool: dict[str, Any] | None) -
     from .pseudo_labels import PROPAGATION_PRECISION, never_cleared
 
     if "propagated" in rounds[0]:
-        lines += ["", _PROPAGATION.format(PROPAGATION_PRECISION * 100), ""]
+        lines += ["", _PROPAGATION.format(100 * PROPAGATION_PRECISION), ""]
         lines += [f"* epoch {r['epoch']}: {_propagated(r)}" for r in rounds if r.get("labelling", True)]
     never = never_cleared(rounds)
     if never:
