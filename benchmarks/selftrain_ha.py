@@ -110,10 +110,18 @@ def reused_without(path: Path, seed: int, language_groups: dict) -> dict:
             "load_avg_15min": r.get("load_avg_15min"), "source": "finetune_ha.json (default run)"}
 
 
-def timed_here(row: dict, arm: str = "with") -> bool:
-    """Both runs of a seed were timed on the same kind of CPU (step times differ by machine; early runs lack it)."""
-    cpus = {row[name].get("cpu") for name in ("without", arm)}
-    return len(cpus) == 1 and None not in cpus
+INVOCATION = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()}"  # the runs of one invocation share it
+
+
+def timed_together(row: dict, arm: str = "with") -> bool | None:
+    """Whether a seed's two runs can be compared in time: True when one invocation of this script timed both
+    (the machine's speed drifts over a day), None when either was saved before invocations were recorded and
+    both ran on one kind of CPU (comparable at best), False otherwise."""
+    runs = (row["without"], row[arm])
+    if all("invocation" in r for r in runs):
+        return runs[0]["invocation"] == runs[1]["invocation"]
+    cpus = {r.get("cpu") for r in runs}
+    return None if len(cpus) == 1 and None not in cpus else False
 
 
 def key(kind: str, arm: str) -> str:
@@ -147,6 +155,10 @@ ARMS = {"without": "without pool",
         "with-propagation": ("with pool, labels also propagated to questions below the threshold from the most "
                              "similar labelled question of their language, at a margin set on the calibration "
                              "queries for 90 % precision (pseudo_label_propagation=True)"),
+        "with-propagation-above-3": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
+                                     "questions training only the layers above the 3rd (pseudo_label_propagation=True, "
+                                     "pseudo_labels_frozen_layers=3; seeds 0-1, stopped there: Hungarian, Greek and "
+                                     "Catalan lost 1.8-3.7 points on both)"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -218,6 +230,8 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-precision-96-above-3": {"unlabelled": POOL, "pseudo_label_precision": 0.96,
                                          "pseudo_labels_frozen_layers": 3},
            "with-propagation": {"unlabelled": POOL, "pseudo_label_propagation": True},
+           "with-propagation-above-3": {"unlabelled": POOL, "pseudo_label_propagation": True,
+                                        "pseudo_labels_frozen_layers": 3},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
@@ -301,7 +315,8 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
                     if p.get("precision_lower_bound") is not None and p["true_precision"] is not None]
     dev_errors = [abs(p["dev_precision"] - p["true_precision"]) for p in precision
                   if p["dev_precision"] is not None and p["true_precision"] is not None]
-    timed = [r for r in rows if timed_here(r, arm)]
+    together = [r for r in rows if timed_together(r, arm)]
+    timed = together or [r for r in rows if timed_together(r, arm) is None]
     ratios = [r[arm]["seconds"] / r["without"]["seconds"] for r in timed]
     loads = ", ".join(f"{r['without']['load_avg_15min']}/{r[arm]['load_avg_15min']}" for r in timed)
     lost = [losers(r["without"]["report"], r[arm]["report"], points=0.01) for r in rows]
@@ -313,7 +328,8 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
          "unseen_delta": statistics.mean(d("unseen")), "overall_delta": statistics.mean(d("overall")),
          "max_precision_error": max(errors, default=None), "max_dev_precision_error": max(dev_errors, default=None),
          "max_lower_bound_error": max(bound_errors, default=None),
-         "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios)}
+         "time_ratio_median": statistics.median(ratios) if ratios else None, "time_ratio_runs": len(ratios),
+         "time_ratio_in_one_invocation": bool(together)}
     verdicts = [
         f"* pool languages gain >= 0.04 MRR over the same fine-tune without the pool: {ok(m['pool_gain'] >= 0.04)} "
         f"({m['pool_gain']:+.4f}; per seed " + ", ".join(f"{g:+.4f}" for g in pool_gain) + ")",
@@ -331,8 +347,10 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
          f"{m['max_lower_bound_error'] and round(m['max_lower_bound_error'], 4)})"),
         (f"* time with the pool <= 2x without: {ok(m['time_ratio_median'] <= 2)} (median ratio "
          f"{round(m['time_ratio_median'], 2)} over {len(ratios)} seeds; 15-minute load averages without/with: {loads} "
-         "on 2 cores; only seeds whose two runs were timed on one kind of CPU)" if ratios else
-         ("* time with the pool <= 2x without: not measured (no seed's two runs were timed on one kind of CPU)")),
+         "on 2 cores; " + ("each seed's two runs timed in one invocation)" if together else
+                           "each seed's two runs timed on one kind of CPU, in invocations not recorded then: "
+                           "comparable at best)") if ratios else
+         ("* time with the pool <= 2x without: not measured (no seed's two runs were timed in one invocation)")),
     ]
     return m, verdicts
 
@@ -632,7 +650,7 @@ def main() -> None:
                          "per_language": {lang: m["mrr"] for lang, m in report["per_language"].items()},
                          "curve": [p["dev_score"] for p in result.selection.get("curve", [])], "report": report,
                          "per_intent": per_intent, "load_avg_15min": round(os.getloadavg()[2], 2), "cpu": cpu_description(),
-                         "source": "this script"}
+                         "invocation": INVOCATION, "source": "this script"}
             if name not in NO_POOL:
                 row[key("precision", name)] = precision_rows(result.selection, result.pseudo_labels, truth)
                 row[key("unlabelled_stats", name)] = result.stats.get("unlabelled")
