@@ -158,7 +158,7 @@ ARMS = {"without": "without pool",
         "with-propagation-above-3": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
                                      "questions training only the layers above the 3rd (pseudo_label_propagation=True, "
                                      "pseudo_labels_frozen_layers=3; seeds 0-1, stopped there: Hungarian, Greek and "
-                                     "Catalan lost 1.8-3.7 points on both)"),
+                                     "Catalan lost 1.6-3.9 points on both)"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -350,7 +350,8 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
          "on 2 cores; " + ("each seed's two runs timed in one invocation)" if together else
                            "each seed's two runs timed on one kind of CPU, in invocations not recorded then: "
                            "comparable at best)") if ratios else
-         ("* time with the pool <= 2x without: not measured (no seed's two runs were timed in one invocation)")),
+         ("* time with the pool <= 2x without: not measured (no seed's two runs were timed in one invocation, "
+          "nor on one kind of CPU before invocations were recorded)")),
     ]
     return m, verdicts
 
