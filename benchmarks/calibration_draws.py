@@ -47,10 +47,9 @@ def reproduces(row: dict, run: dict) -> bool:
 
 def main() -> None:
     import numpy as np
-    from selftrain_ha import label_ids, pool_benchmark
+    from selftrain_ha import held_out_for_dev, label_ids, pool_benchmark
 
     from mlret_rag import MultilingualEncoder
-    from mlret_rag.finetune.dev import DEFAULT_DEV_SHARE, split_dev
     from mlret_rag.finetune.examples import Anchor
     from mlret_rag.finetune.pseudo_labels import (
         DEFAULT_PRECISION,
@@ -86,7 +85,7 @@ def main() -> None:
     rows = []
     for precision in targets_tried:
         for seed in range(first, last + 1):
-            held = set(split_dev(bench.train_queries, share=DEFAULT_DEV_SHARE, seed=seed).dev_rows)
+            held = held_out_for_dev(bench.train_queries, seed)
             training = np.array([i not in held for i in range(len(langs))])
             anchors = [Anchor(q.text, 0, q.lang) for q, kept in zip(bench.train_queries, training) if kept]
             for name, labels_once in (("every language", True), ("a quarter", False)):  # the default's rule, the old one

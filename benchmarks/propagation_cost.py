@@ -17,7 +17,7 @@ import statistics
 import time
 
 from _machine import cpu_description
-from selftrain_ha import RESULTS, label_ids, pool_benchmark
+from selftrain_ha import RESULTS, held_out_for_dev, label_ids, pool_benchmark
 
 
 def main() -> None:
@@ -27,11 +27,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlret_rag import MultilingualEncoder
-    from mlret_rag.finetune import PseudoLabeller, split_dev
-    from mlret_rag.finetune.dev import DEFAULT_DEV_SHARE
+    from mlret_rag.finetune import PseudoLabeller
 
     bench, _, pool = pool_benchmark()
-    held = set(split_dev(bench.train_queries, share=DEFAULT_DEV_SHARE, seed=args.seed).dev_rows)
+    held = held_out_for_dev(bench.train_queries, args.seed)
     calibration = [q for i, q in enumerate(bench.train_queries) if i not in held]  # every language calibrates
     _, ids = label_ids(bench.index)
     index_ids = [ids[r.label] for r in bench.index]

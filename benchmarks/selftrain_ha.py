@@ -57,6 +57,15 @@ def label_ids(index: list) -> tuple[list[str], dict[str, int]]:
     return labels, {label: n for n, label in enumerate(labels)}
 
 
+def held_out_for_dev(train_queries: list, seed: int) -> set[int]:
+    """The rows of ``train_queries`` that ``finetune``'s default dev split holds out for ``seed``: the others
+    train, and with a pool they are the calibration queries (every language calibrates)."""
+    from mlret_rag.finetune import split_dev
+    from mlret_rag.finetune.dev import DEFAULT_DEV_SHARE
+
+    return set(split_dev(train_queries, share=DEFAULT_DEV_SHARE, seed=seed).dev_rows)
+
+
 def right_only(encoder, index: list, pool: list) -> list:
     """The pool less the questions whose best label under ``encoder`` is wrong: the base model gives every
     pseudo-label (before the first epoch), so the default's right pseudo-labels stay and its wrong ones go."""
