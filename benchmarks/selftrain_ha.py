@@ -168,6 +168,9 @@ ARMS = {"without": "without pool",
                                      "questions training only the layers above the 3rd (pseudo_label_propagation=True, "
                                      "pseudo_labels_frozen_layers=3; seeds 0-1, stopped there: Hungarian, Greek and "
                                      "Catalan lost 1.6-3.9 points on both)"),
+        "with-propagation-projection": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
+                                        "questions' gradient losing its part that opposes the labelled queries' in "
+                                        "each step (pseudo_label_propagation=True, pseudo_label_gradient_projection=True)"),
         "with-agreement": ("with pool, a pseudo-label needing the nearest training queries' agreement "
                            "(pseudo_label_agreement=True)"),
         "with-batched-apart": ("with pool, the pseudo-labelled anchors batched apart so that the labelled anchors "
@@ -241,6 +244,8 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-propagation": {"unlabelled": POOL, "pseudo_label_propagation": True},
            "with-propagation-above-3": {"unlabelled": POOL, "pseudo_label_propagation": True,
                                         "pseudo_labels_frozen_layers": 3},
+           "with-propagation-projection": {"unlabelled": POOL, "pseudo_label_propagation": True,
+                                           "pseudo_label_gradient_projection": True},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
