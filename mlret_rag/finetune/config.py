@@ -114,9 +114,6 @@ class FinetuneConfig:
             to the pool on every seed any more (Catalan did, by 1.6 points), but the pool languages gain
             0.035 instead of 0.045, so it is 0 (every layer) by default (README, "Learning from unlabelled
             questions").
-        pseudo_label_gradient_projection: in a step, the pseudo-labelled questions' gradient loses its part
-            that opposes the labelled queries' gradient (A-GEM's projection), so that to first order they
-            never raise the labelled loss; costs a second backward pass per step that holds both.
         calibration_languages: with unlabelled questions, this many languages of the training queries (a
             seeded choice, at least one language stays) set the threshold and the precision estimate instead
             of dev: they sit out training until the last labelling epoch (which gives its labels before it
@@ -167,7 +164,6 @@ class FinetuneConfig:
     pseudo_label_propagation: bool = field(default=False, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
     pseudo_labels_frozen_layers: int = field(default=0, metadata=_in("schedule"))
-    pseudo_label_gradient_projection: bool = field(default=False, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
     check_memory: bool = field(default=True, metadata=_in("schedule"))
@@ -287,7 +283,7 @@ def _problems(c: FinetuneConfig) -> list[str]:
          f"pseudo_labels_frozen_layers must be an integer >= 0, got {c.pseudo_labels_frozen_layers!r}"),
     ]
     flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "pseudo_label_agreement",
-             "pseudo_label_propagation", "pseudo_label_gradient_projection",
+             "pseudo_label_propagation",
              "check_memory", "overwrite", "show_progress_bar")
     checks += [(isinstance(getattr(c, name), bool), f"{name} must be True or False, got {getattr(c, name)!r}")
                for name in flags]

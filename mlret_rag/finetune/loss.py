@@ -28,7 +28,7 @@ from .config import DOCUMENT_EMBEDDINGS, HARDNESS_MODES  # validated with the ot
 
 def masked_infonce_loss(
     anchors: Tensor, candidates: list[Tensor], labels: Tensor, *, scale: float = 20.0,
-    hardness_mode: str | None = None, hardness_strength: float = 0.0, reduction: str = "mean",
+    hardness_mode: str | None = None, hardness_strength: float = 0.0,
 ) -> Tensor:
     """Mean InfoNCE loss of ``anchors`` against all candidate columns, masking same-label false negatives.
 
@@ -38,7 +38,6 @@ def masked_infonce_loss(
         labels: (B, 1 + n_negatives) label ids (column 0: anchor/positive, column j: negative j).
         scale: inverse temperature applied to cosine similarities.
         hardness_mode, hardness_strength: loss-side hardness weighting (see the module docstring).
-        reduction: ``"mean"`` over the anchors, or ``"none"``: each anchor's loss.
     """
     if hardness_mode not in HARDNESS_MODES:
         raise ValueError(f"hardness_mode must be one of {HARDNESS_MODES}, got {hardness_mode!r}")
@@ -64,7 +63,7 @@ def masked_infonce_loss(
     false_negative = doc_labels[None, :] == labels[:, 0].to(anchors.device)[:, None]
     false_negative[rows, rows] = False  # the anchor's own positive stays
     scores = scores.masked_fill(false_negative, float("-inf"))
-    return nn.functional.cross_entropy(scores, rows, reduction=reduction)
+    return nn.functional.cross_entropy(scores, rows)
 
 
 class LabelMaskedMNRLoss(nn.Module):
@@ -82,14 +81,12 @@ class LabelMaskedMNRLoss(nn.Module):
             :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
         flagged_frozen_layers: the labels carry one more column, 1 for a row whose anchor trains only the
             layers above this many (its gradient stops below them): the pseudo-labelled questions.
-        project_flagged: the labels carry that column too, and the flagged rows' gradient loses its part
-            opposing the other rows' gradient (:func:`projected_loss`).
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
                  hardness_strength: float = 0.0, document_embeddings: str = "trained",
                  encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 flagged_frozen_layers: int = 0, project_flagged: bool = False) -> None:
+                 flagged_frozen_layers: int = 0) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -111,7 +108,6 @@ class LabelMaskedMNRLoss(nn.Module):
                 or flagged_frozen_layers < 0):
             raise ValueError(f"flagged_frozen_layers must be an integer >= 0, got {flagged_frozen_layers!r}")
         self.flagged_frozen_layers = flagged_frozen_layers
-        self.project_flagged = bool(project_flagged)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`.
@@ -121,9 +117,9 @@ class LabelMaskedMNRLoss(nn.Module):
         """
         features = list(sentence_features)
         flagged = None
-        if self.flagged_frozen_layers or self.project_flagged:
+        if self.flagged_frozen_layers:
             labels, flagged = labels[:, :-1], labels[:, -1].bool()
-        if self.flagged_frozen_layers and flagged is not None and bool(flagged.any()):
+        if flagged is not None and bool(flagged.any()):
             embeddings = [self._anchors_split(features[0], flagged)]
             if self.document_embeddings == "trained":
                 embeddings += self._embed(features[1:])
@@ -135,9 +131,6 @@ class LabelMaskedMNRLoss(nn.Module):
             with torch.no_grad():
                 embeddings += (self._cached(features[1:]) if self.document_embeddings == "cached"
                                else self._embed(features[1:]))
-        if self.project_flagged and flagged is not None and torch.is_grad_enabled() and 0 < int(flagged.sum()) < len(flagged):
-            per_row = self.compute_loss_from_embeddings(embeddings, labels, reduction="none")
-            return projected_loss(per_row, flagged, [p for p in self.model.parameters() if p.requires_grad])
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def _anchors_split(self, anchors: dict[str, Tensor], flagged: Tensor) -> Tensor:
@@ -171,34 +164,16 @@ class LabelMaskedMNRLoss(nn.Module):
                 self._cache.update(zip(missing, new.unbind(0)))
         return [torch.stack([self._cache[key] for key in keys]) for keys in keyed]
 
-    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor, reduction: str = "mean") -> Tensor:
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor) -> Tensor:
         """The loss from already computed column embeddings ``[anchors, positives, negatives_1, ...]``."""
         if len(embeddings) < 2:
             raise ValueError(f"expected at least anchor and positive columns, got {len(embeddings)}")
         return masked_infonce_loss(embeddings[0], list(embeddings[1:]), labels, scale=self.scale,
-                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength,
-                                   reduction=reduction)
+                                   hardness_mode=self.hardness_mode, hardness_strength=self.hardness_strength)
 
     def get_config_dict(self) -> dict[str, Any]:
         """Configuration recorded in the model card."""
         return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
                 "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength,
                 "document_embeddings": self.document_embeddings,
-                "flagged_frozen_layers": self.flagged_frozen_layers, "project_flagged": self.project_flagged}
-
-
-def projected_loss(per_row: Tensor, flagged: Tensor, params: list[Tensor]) -> Tensor:
-    """The mean of ``per_row`` whose gradient is the other rows' ``g`` plus the flagged rows' ``h`` less its
-    part along ``g`` when ``h . g < 0`` (A-GEM, Chaudhry et al. 2019): to first order the flagged rows
-    then never raise the others' loss. Its value is the plain mean."""
-    batch = len(per_row)
-    others = torch.autograd.grad(per_row[~flagged].sum() / batch, params, retain_graph=True, allow_unused=True)
-    own = torch.autograd.grad(per_row[flagged].sum() / batch, params, allow_unused=True)
-    g = [torch.zeros_like(p) if x is None else x for p, x in zip(params, others)]
-    h = [torch.zeros_like(p) if x is None else x for p, x in zip(params, own)]
-    dot = sum((a * b).sum() for a, b in zip(g, h))
-    norm = sum((a * a).sum() for a in g)
-    if dot < 0 and norm > 0:
-        h = [b - (dot / norm) * a for a, b in zip(g, h)]
-    surrogate = sum(((p - p.detach()) * (a + b)).sum() for p, a, b in zip(params, g, h))
-    return per_row.detach().mean() + surrogate
+                "flagged_frozen_layers": self.flagged_frozen_layers}

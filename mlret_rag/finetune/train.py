@@ -561,8 +561,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
     # pseudo-labelled anchors stop their gradient below these layers, unless all anchors already do
     flagged = config.pseudo_labels_frozen_layers if pseudo else 0
     flagged = flagged if flagged > config.frozen_layers else 0
-    projected = bool(pseudo) and config.pseudo_label_gradient_projection
-    dataset = _dataset(examples, pseudo if flagged or projected else None)
+    dataset = _dataset(examples, pseudo if flagged else None)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
         args = SentenceTransformerTrainingArguments(
@@ -582,7 +581,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
                                         document_embeddings=config.document_embeddings, encode=prefix,
-                                        flagged_frozen_layers=flagged, project_flagged=projected),
+                                        flagged_frozen_layers=flagged),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
