@@ -101,7 +101,8 @@ class FinetuneConfig:
             unlabelled questions"). Passage KBs: the KB margin alone.
         pseudo_label_propagation: also label a question below the threshold from the questions of its
             language labelled that epoch: it takes the label of its most similar one when that label beats
-            the runner-up by a margin set on the calibration queries the same way, for 90 % precision
+            the runner-up by a margin set on the calibration queries the same way, for the precision
+            :data:`~mlret_rag.finetune.pseudo_labels.PROPAGATION_PRECISION` names
             (:func:`~mlret_rag.finetune.pseudo_labels.propagated_targets`). Measured on Home Assistant
             (seeds 0-9): the pool languages gain 0.041 instead of 0.033, other languages move about as
             much (a few lose 0.3-0.9 points more), so it is off by default (README, "Learning from
