@@ -39,7 +39,7 @@ bench: install
 	$(PY) benchmarks/quality_ha.py
 	$(PY) benchmarks/finetune_ha.py
 	$(PY) benchmarks/finetune_passages.py
-	$(PY) benchmarks/selftrain_ha.py --seeds 0,1,2,3,4,5,6,7,8,9 --arms without,with,with-propagation --append
+	$(PY) benchmarks/selftrain_ha.py --seeds 0,1,2,3,4,5,6,7,8,9 --arms without,without-reordered,with,with-propagation --append
 	$(PY) benchmarks/selftrain_ha.py --seeds 1,6 --arms without,with,with-propagation --out benchmarks/results/selftrain_ha_timed
 	$(PY) benchmarks/propagation_cost.py
 	$(PY) benchmarks/documents.py

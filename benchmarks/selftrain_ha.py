@@ -66,6 +66,27 @@ def held_out_for_dev(train_queries: list, seed: int) -> set[int]:
     return set(split_dev(train_queries, share=DEFAULT_DEV_SHARE, seed=seed).dev_rows)
 
 
+def reordered(train_queries: list, seed: int) -> list:
+    """``train_queries`` with the rows that train shuffled among themselves inside each (label, language):
+    the dev split is the same (checked), the anchors too, only their order, hence batches and negative draws,
+    differ. A placebo for the pool, which changes those as well as adding anchors."""
+    from collections import defaultdict
+
+    from mlret_rag.finetune import split_dev
+
+    held = held_out_for_dev(train_queries, seed)
+    strata = defaultdict(list)
+    for i, q in enumerate(train_queries):
+        if i not in held:
+            strata[(q.label, q.lang)].append(i)
+    out, rng = list(train_queries), random.Random(seed)
+    for rows in strata.values():
+        for i, j in zip(rows, rng.sample(rows, len(rows))):
+            out[i] = train_queries[j]
+    assert split_dev(out, seed=seed).dev == split_dev(train_queries, seed=seed).dev, "the dev split moved"
+    return out
+
+
 def right_only(encoder, index: list, pool: list) -> list:
     """The pool less the questions whose best label under ``encoder`` is wrong: the base model gives every
     pseudo-label (before the first epoch), so the default's right pseudo-labels stay and its wrong ones go."""
@@ -139,6 +160,9 @@ def key(kind: str, arm: str) -> str:
 
 
 ARMS = {"without": "without pool",
+        "without-reordered": ("without pool, the training rows shuffled inside each intent and language (the same "
+                              "anchors and dev split, other batches and negative draws): a placebo for the pool's "
+                              "perturbation, how far languages move with no new information"),
         "with": ("with pool (defaults since 2026-12-07: the base model labels before the first epoch, the threshold "
                  "set on the training queries of every language, which train from that epoch on; the learning rate "
                  "decays to zero at the last step)"),
@@ -238,8 +262,9 @@ ARMS = {"without": "without pool",
 POOL = object()  # stands for the unlabelled pool in OPTIONS
 POOL_WITHOUT_BASQUE = object()  # the pool less its Basque questions
 POOL_RIGHT_ONLY = object()  # the pool less the questions the base model labels wrongly
+REORDERED = object()  # the training queries, reordered (a placebo)
 QUARTER = {"calibration_languages": 2}  # arms measured before 2026-12-07, when a quarter of the languages calibrated
-OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, with their finetune() keywords
+OPTIONS = {"without": {}, "with": {"unlabelled": POOL}, "without-reordered": {"queries": REORDERED},  # the arms run here, with their finetune() keywords
            "with-quarter-calibrating": {"unlabelled": POOL, **QUARTER},
            "with-precision-95": {"unlabelled": POOL, "pseudo_label_precision": 0.95},
            "with-precision-95-above-4": {"unlabelled": POOL, "pseudo_label_precision": 0.95,
@@ -370,7 +395,36 @@ def arm_targets(rows: list, arm: str) -> tuple[dict, list]:
          ("* time with the pool <= 2x without: not measured (no seed's two runs were timed in one invocation, "
           "nor on one kind of CPU before invocations were recorded)")),
     ]
+    verdicts += two_baseline_verdicts(rows, arm, m)
     return m, verdicts
+
+
+PLACEBO = "without-reordered"
+
+
+def two_baseline_verdicts(rows: list, arm: str, m: dict) -> list:
+    """The targets that compare languages, against the mean of two runs without the pool (as given, and the
+    placebo: the same rows reordered) on the seeds that have both: the run without the pool is one draw of
+    the batches' noise too, and every arm compared with it shares that draw."""
+    rows = [r for r in rows if PLACEBO in r]
+    if len(rows) < 3:
+        return []
+    per = rows[0]["without"]["report"]["per_language"]
+    base = lambda r, get: (get(r["without"]) + get(r[PLACEBO])) / 2
+    mean = lambda get: statistics.mean(get(r[arm]) - base(r, get) for r in rows)
+    lost = {lang: mean(lambda run, lang=lang: run["per_language"][lang])
+            for lang, q in per.items() if q["n_queries"] >= MIN_QUERIES}
+    lost = sorted(((lang, d) for lang, d in lost.items() if d < -0.01), key=lambda x: x[1])
+    train, en = mean(lambda run: run["groups"]["train"]), mean(lambda run: run["groups"]["en"])
+    pool = mean(lambda run: run["pool_mrr"])
+    ok = lambda flag: "**met**" if flag else "**missed**"
+    m.update(two_baseline_seeds=len(rows), two_baseline_pool_gain=pool, two_baseline_train_delta=train,
+             two_baseline_en_delta=en, two_baseline_losers=[[lang, round(d, 4)] for lang, d in lost])
+    return [f"* against the mean of two runs without the pool (as given and `{PLACEBO}`, the placebo), on the "
+            f"{len(rows)} seeds that have both: pool languages {pool:+.4f}; no language loses more than 1 point on "
+            f"the mean: {ok(not lost)} (" + (", ".join(f"{lang} {d:+.4f}" for lang, d in lost) or "none")
+            + f"); trained languages and English do not drop: {ok(train >= 0 and en >= 0)} (trained {train:+.4f}, "
+            f"English {en:+.4f})"]
 
 
 def mean_losers(rows: list, arm: str, against: str = "without", points: float = 0.01) -> list[tuple[str, float]]:
@@ -439,30 +493,44 @@ def difference_lines(payload: dict, arm: str, against: str, title: str, what: st
     return lines
 
 
-def consistency_lines(payload: dict, shown: int = 6) -> list:
-    """The languages (>= MIN_QUERIES queries) losing most with the pool on the mean of the seeds, with their
-    per-seed differences and a one-sample t: a loss on every seed is the pool's, one that goes both ways may
-    be the noise of other batches (the with-batched-apart arm shows how large that is)."""
-    rows = [r for r in payload["runs"] if "with" in r and "without" in r]
+def consistency_lines(payload: dict, arm: str = "with", shown: int = 6) -> list:
+    """The languages (>= MIN_QUERIES queries) losing most under ``arm`` on the mean of the seeds, with their
+    per-seed differences and a one-sample t: a loss on every seed is the arm's, one that goes both ways may
+    be the noise of other batches (the placebo ``without-reordered`` shows how large that is)."""
+    rows = [r for r in payload["runs"] if arm in r and "without" in r]
     if len(rows) < 3:
         return []
-    per = rows[0]["without"]["report"]["per_language"]
-    spread = {}
-    for lang in (lang for lang, m in per.items() if m["n_queries"] >= MIN_QUERIES):
-        d = [r["with"]["per_language"][lang] - r["without"]["per_language"][lang] for r in rows]
-        spread[lang] = (statistics.mean(d), statistics.stdev(d), d)
-    lines = ["", f"## Is a language's loss the pool's? Differences with − without, per seed ({len(rows)} seeds)", "",
+    spread = language_spread(rows, arm)
+    below = sorted(lang for lang, (mean, _, _) in spread.items() if mean < -0.01)
+    title = ("Is a language's loss the pool's? Differences with − without" if arm == "with" else
+             f"A placebo with other batches: {arm} − without, no new information")
+    lines = ["", f"## {title}, per seed ({len(rows)} seeds)", "",
              "| language | per seed | mean | sd | t |", "|---|---|---:|---:|---:|"]
     for lang, (mean, sd, d) in sorted(spread.items(), key=lambda x: x[1][0])[:shown]:
         t = mean / (sd / len(d) ** 0.5) if sd else float("nan")
         lines.append(f"| {lang} | {', '.join(f'{x:+.3f}' for x in d)} | {mean:+.4f} | {sd:.4f} | {t:+.1f} |")
-    lines += ["", f"Median sd over the {len(spread)} languages: {statistics.median(s for _, s, _ in spread.values()):.4f}."]
-    placebo = [r for r in rows if "without-warmup-12" in r]
-    if len(placebo) >= 3:
-        sds = [statistics.stdev(r["without-warmup-12"]["per_language"][lang] - r["without"]["per_language"][lang]
-                                for r in placebo) for lang in spread]
-        lines[-1] += f" The placebo's (warmup 12 % − 10 %, same batches): {statistics.median(sds):.4f}."
+    median_sd = statistics.median(s for _, s, _ in spread.values())
+    lines += ["", (f"Median sd over the {len(spread)} languages: {median_sd:.4f}. "
+                   f"Below −0.01 on the mean: {len(below)} ({', '.join(below) or 'none'}).")]
+    if arm != "with":
+        return lines
+    for placebo, what in (("without-warmup-12", "warmup 12 % − 10 %, same batches"),
+                          (PLACEBO, "the training rows reordered, other batches")):
+        measured = [r for r in rows if placebo in r]
+        if len(measured) >= 3:
+            sds = [sd for _, sd, _ in language_spread(measured, placebo).values()]
+            lines[-1] += f" The placebo's ({what}, {len(measured)} seeds): {statistics.median(sds):.4f}."
     return lines
+
+
+def language_spread(rows: list, arm: str) -> dict[str, tuple[float, float, list[float]]]:
+    """Per language (>= MIN_QUERIES queries): mean and sd over ``rows`` of ``arm`` − without, and the differences."""
+    per = rows[0]["without"]["report"]["per_language"]
+    spread = {}
+    for lang in (lang for lang, m in per.items() if m["n_queries"] >= MIN_QUERIES):
+        d = [r[arm]["per_language"][lang] - r["without"]["per_language"][lang] for r in rows]
+        spread[lang] = (statistics.mean(d), statistics.stdev(d), d)
+    return spread
 
 
 def intent_lines(payload: dict, shown: int = 8) -> list:
@@ -585,6 +653,7 @@ def render(payload: dict, out: Path) -> None:
     lines += ["", "## Languages (>= 100 queries) losing more than 1 point with the pool", ""]
     lines += [loser_line(r["seed"], r["losers"]) for r in payload["runs"] if "losers" in r]
     lines += consistency_lines(payload)
+    lines += consistency_lines(payload, PLACEBO)
     lines += intent_lines(payload)
     lines += augment_lines(payload)
     for arm, against, title, what in COMPARISONS:
@@ -654,10 +723,11 @@ def main() -> None:
         for name in arms:
             if name in row:
                 continue
-            extra = {k: pools.get(v, v) for k, v in OPTIONS[name].items()}
+            extra = {k: pools.get(v, v) for k, v in OPTIONS[name].items() if k != "queries"}
+            queries = reordered(bench.train_queries, seed) if "queries" in OPTIONS[name] else bench.train_queries
             with tempfile.TemporaryDirectory(prefix="mlret-selftrain-") as tmp:
                 t = time.perf_counter()
-                result = finetune(bench.index, bench.train_queries, out=Path(tmp) / "m",
+                result = finetune(bench.index, queries, out=Path(tmp) / "m",
                                   seed=seed, show_progress_bar=False, **extra)
                 seconds = time.perf_counter() - t
                 trained = MultilingualEncoder(str(result.out))
