@@ -444,10 +444,8 @@ def two_baseline_verdicts(rows: list, arm: str, m: dict) -> list:
 def mean_losers(rows: list, arm: str, against: str = "without", points: float = 0.01) -> list[tuple[str, float]]:
     """Languages (>= MIN_QUERIES queries) whose MRR under ``arm`` is, on the mean of the seeds, more than
     ``points`` below ``against``: a per-seed difference of one language also holds run-to-run noise."""
-    per = rows[0][against]["report"]["per_language"]
-    mean = {lang: statistics.mean(r[arm]["per_language"][lang] - r[against]["per_language"][lang] for r in rows)
-            for lang, m in per.items() if m["n_queries"] >= MIN_QUERIES}
-    return sorted(((lang, round(d, 4)) for lang, d in mean.items() if d < -points), key=lambda x: x[1])
+    return sorted(((lang, round(d, 4)) for lang, (d, _, _) in language_spread(rows, arm, against).items()
+                   if d < -points), key=lambda x: x[1])
 
 
 def augment_lines(payload: dict) -> list:
@@ -537,13 +535,14 @@ def consistency_lines(payload: dict, arm: str = "with", shown: int = 6) -> list:
     return lines
 
 
-def language_spread(rows: list, arm: str) -> dict[str, tuple[float, float, list[float]]]:
-    """Per language (>= MIN_QUERIES queries): mean and sd over ``rows`` of ``arm`` − without, and the differences."""
-    per = rows[0]["without"]["report"]["per_language"]
+def language_spread(rows: list, arm: str, against: str = "without") -> dict[str, tuple[float, float, list[float]]]:
+    """Per language (>= MIN_QUERIES queries): mean and sd (0 for one row) over ``rows`` of ``arm`` − ``against``,
+    and the differences."""
+    per = rows[0][against]["report"]["per_language"]
     spread = {}
     for lang in (lang for lang, m in per.items() if m["n_queries"] >= MIN_QUERIES):
-        d = [r[arm]["per_language"][lang] - r["without"]["per_language"][lang] for r in rows]
-        spread[lang] = (statistics.mean(d), statistics.stdev(d), d)
+        d = [r[arm]["per_language"][lang] - r[against]["per_language"][lang] for r in rows]
+        spread[lang] = (statistics.mean(d), statistics.stdev(d) if len(d) > 1 else 0.0, d)
     return spread
 
 
