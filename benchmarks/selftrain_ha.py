@@ -198,6 +198,11 @@ ARMS = {"without": "without pool",
                                      "pseudo_labels_frozen_layers=4; seeds 0-2, stopped there: against both runs "
                                      "without the pool, Greek, Finnish and Hungarian lost 1.3-1.6 points on the "
                                      "mean while the pool languages gained +0.035)"),
+        "with-propagation-half-below-4": ("with pool, labels propagated as in with-propagation, half of a "
+                                          "pseudo-labelled question's gradient reaching the 4 lowest layers "
+                                          "(pseudo_label_propagation=True, pseudo_labels_frozen_layers=4, "
+                                          "pseudo_labels_lower_gradient=0.5; seeds 0-2 measured on 437515c with a "
+                                          "one-off hook giving the same gradient, h * 0.5 + h.detach() * 0.5)"),
         "with-propagation-projection": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
                                         "questions' gradient losing its part that opposes the labelled queries' in "
                                         "each step (A-GEM; measured on a457151 with its option "
@@ -283,6 +288,8 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
                                         "pseudo_labels_frozen_layers": 3},
            "with-propagation-above-4": {"unlabelled": POOL, "pseudo_label_propagation": True,
                                         "pseudo_labels_frozen_layers": 4},
+           "with-propagation-half-below-4": {"unlabelled": POOL, "pseudo_label_propagation": True,
+                                             "pseudo_labels_frozen_layers": 4, "pseudo_labels_lower_gradient": 0.5},
            "with-agreement": {"unlabelled": POOL, "pseudo_label_agreement": True},
            "with-dev-threshold": {"unlabelled": POOL, "calibration_languages": 0},
            "augment": {"augment": True},
@@ -325,6 +332,9 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                                          "(`pseudo_label_propagation=True`, "
                                                          "`pseudo_labels_frozen_layers=4`; seeds 0-2, a screen "
                                                          "stopped there):")),
+    ("with-propagation-half-below-4", "propagation_half_below_4", (
+        "With labels propagated and half of a pseudo-labelled question's gradient reaching the 4 lowest layers "
+        "(`pseudo_label_propagation=True`, `pseudo_labels_frozen_layers=4`, `pseudo_labels_lower_gradient=0.5`):")),
     ("with-repeats-2", "repeats_2", ("With each pseudo-labelled anchor trained on twice (measured on ddbd266 with "
                                      "`pseudo_label_repeats=2`, an option removed since):")),
     ("with-repeats-2-above-4", "repeats_2_above_4", ("With each pseudo-labelled anchor trained on twice, above the "
