@@ -48,11 +48,6 @@ def finetune_command(
         "--pseudo-labels-frozen-layers", help="Pseudo-labelled questions train only the layers above this many "
         "of the lowest (0: every layer); 4 spares unrelated languages for less pool gain (see the README).",
         rich_help_panel=_SELF)] = 0,
-    pseudo_labels_lower_gradient: Annotated[float, typer.Option(
-        "--pseudo-labels-lower-gradient", help="With --pseudo-labels-frozen-layers, the share of a "
-        "pseudo-labelled question's gradient that still reaches the layers below the cut (0: none, "
-        "0.5: half).",
-        rich_help_panel=_SELF)] = 0.0,
     calibration_languages: Annotated[int | None, typer.Option(
         "--calibration-languages", help="Set the pseudo-label threshold on the training queries of this many "
         "languages, untrained whenever labels are given (default: every language when the base model gives "
@@ -141,7 +136,6 @@ def finetune_command(
         pseudo_label_precision=pseudo_label_precision, pseudo_label_agreement=pseudo_label_agreement,
         pseudo_label_propagation=pseudo_label_propagation,
         pseudo_labels_per_epoch=pseudo_labels_per_epoch, pseudo_labels_frozen_layers=pseudo_labels_frozen_layers,
-        pseudo_labels_lower_gradient=pseudo_labels_lower_gradient,
         calibration_languages=calibration_languages, labelling_epochs=labelling_epochs, seed=seed,
         overwrite=overwrite, show_progress_bar=not quiet,
     )  # every option checked before a file is read or a model loaded

@@ -115,9 +115,6 @@ class FinetuneConfig:
             to the pool on every seed any more (Catalan did, by 1.6 points), but the pool languages gain
             0.035 instead of 0.045, so it is 0 (every layer) by default (README, "Learning from unlabelled
             questions").
-        pseudo_labels_lower_gradient: with ``pseudo_labels_frozen_layers``, the share of a pseudo-labelled
-            question's gradient that still reaches the layers below the cut: 0 (the default) stops it, 0.5
-            halves it (README, "Learning from unlabelled questions").
         calibration_languages: with unlabelled questions, this many languages of the training queries (a
             seeded choice, at least one language stays) set the threshold and the precision estimate instead
             of dev: they sit out training until the last labelling epoch (which gives its labels before it
@@ -168,7 +165,6 @@ class FinetuneConfig:
     pseudo_label_propagation: bool = field(default=False, metadata=_in("schedule"))
     pseudo_labels_per_epoch: int | None = field(default=None, metadata=_in("schedule"))
     pseudo_labels_frozen_layers: int = field(default=0, metadata=_in("schedule"))
-    pseudo_labels_lower_gradient: float = field(default=0.0, metadata=_in("schedule"))
     calibration_languages: int | None = field(default=None, metadata=_in("schedule"))
     labelling_epochs: int | None = field(default=None, metadata=_in("schedule"))
     check_memory: bool = field(default=True, metadata=_in("schedule"))
@@ -286,12 +282,6 @@ def _problems(c: FinetuneConfig) -> list[str]:
         (integer(c.seed, 0), f"seed must be an integer >= 0, got {c.seed!r}"),
         (integer(c.pseudo_labels_frozen_layers, 0),
          f"pseudo_labels_frozen_layers must be an integer >= 0, got {c.pseudo_labels_frozen_layers!r}"),
-        (number(c.pseudo_labels_lower_gradient) and 0 <= c.pseudo_labels_lower_gradient < 1,
-         f"pseudo_labels_lower_gradient must be a number in [0, 1), got {c.pseudo_labels_lower_gradient!r}"),
-        (not number(c.pseudo_labels_lower_gradient) or c.pseudo_labels_lower_gradient == 0
-         or integer(c.pseudo_labels_frozen_layers, 1),
-         (f"pseudo_labels_lower_gradient={c.pseudo_labels_lower_gradient!r} needs "
-          "pseudo_labels_frozen_layers (the cut below which it applies), got 0")),
     ]
     flags = ("augment", "one_language_per_batch", "freeze_embeddings", "bf16", "interpolate", "pseudo_label_agreement",
              "pseudo_label_propagation",

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .packing import right_padded, row_keys, select_rows
@@ -64,30 +63,16 @@ def check_pseudo_label_frozen_layers(st: Any, n_layers: int) -> None:
                          f"train: the model has {len(layers)} layers")
 
 
-class _ScaledGradient(torch.autograd.Function):
-    """The identity forward; the backward multiplies the gradient by ``share``."""
-
-    @staticmethod
-    def forward(ctx: Any, hidden: Tensor, share: float) -> Tensor:
-        ctx.share = share
-        return hidden.view_as(hidden)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad * ctx.share, None
-
-
 @contextlib.contextmanager
-def gradient_scaled_below(st: Any, n_layers: int, share: float = 0.0) -> Iterator[None]:
-    """Within, a forward through ``st`` passes only ``share`` of its gradient (0: none) to its embedding block
-    and lowest ``n_layers`` layers (they still run, with dropout, as for every other text)."""
+def gradient_stopped_below(st: Any, n_layers: int) -> Iterator[None]:
+    """Within, a forward through ``st`` passes no gradient to its embedding block or lowest ``n_layers`` layers
+    (they still run, with dropout, as for every other text)."""
     layer = encoder_layers(transformer_model(st))[n_layers - 1]
-    scaled = (lambda h: h.detach()) if share == 0 else (lambda h: _ScaledGradient.apply(h, share))
 
-    def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        return (scaled(output[0]), *output[1:]) if isinstance(output, tuple) else scaled(output)
+    def detached(module: nn.Module, args: Any, output: Any) -> Any:
+        return (output[0].detach(), *output[1:]) if isinstance(output, tuple) else output.detach()
 
-    handle = layer.register_forward_hook(hook)
+    handle = layer.register_forward_hook(detached)
     try:
         yield
     finally:

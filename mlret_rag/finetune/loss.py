@@ -17,7 +17,6 @@ its positive's) label id, column ``j`` the label id of negative ``j``.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -82,14 +81,12 @@ class LabelMaskedMNRLoss(nn.Module):
             :class:`~mlret_rag.finetune.frozen_prefix.FrozenPrefixCache` of it); default ``model``.
         flagged_frozen_layers: the labels carry one more column, 1 for a row whose anchor trains only the
             layers above this many (its gradient stops below them): the pseudo-labelled questions.
-        flagged_gradient_share: the share of a flagged anchor's gradient that still reaches the layers below
-            ``flagged_frozen_layers`` (0: none, 0.5: half).
     """
 
     def __init__(self, model, scale: float = 20.0, hardness_mode: str | None = None,
                  hardness_strength: float = 0.0, document_embeddings: str = "trained",
                  encode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-                 flagged_frozen_layers: int = 0, flagged_gradient_share: float = 0.0) -> None:
+                 flagged_frozen_layers: int = 0) -> None:
         super().__init__()
         if not scale > 0:
             raise ValueError(f"scale must be positive, got {scale!r}")
@@ -111,11 +108,6 @@ class LabelMaskedMNRLoss(nn.Module):
                 or flagged_frozen_layers < 0):
             raise ValueError(f"flagged_frozen_layers must be an integer >= 0, got {flagged_frozen_layers!r}")
         self.flagged_frozen_layers = flagged_frozen_layers
-        if (isinstance(flagged_gradient_share, bool) or not isinstance(flagged_gradient_share, numbers.Real)
-                or not 0 <= flagged_gradient_share < 1):
-            raise ValueError(f"flagged_gradient_share must be a number in [0, 1), "
-                             f"got {flagged_gradient_share!r}")
-        self.flagged_gradient_share = float(flagged_gradient_share)
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
         """Embed every column (anchor first; :mod:`.packing`) and compute :func:`masked_infonce_loss`.
@@ -142,14 +134,13 @@ class LabelMaskedMNRLoss(nn.Module):
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def _anchors_split(self, anchors: dict[str, Tensor], flagged: Tensor) -> Tensor:
-        """The anchor column's embeddings, only ``flagged_gradient_share`` of the flagged rows' gradient
-        reaching the layers below ``flagged_frozen_layers``."""
-        from .frozen_prefix import gradient_scaled_below
+        """The anchor column's embeddings, the flagged rows' gradient stopping below ``flagged_frozen_layers``."""
+        from .frozen_prefix import gradient_stopped_below
         from .packing import select_rows
 
         rows = torch.arange(len(flagged))
         plain, cut = rows[~flagged].tolist(), rows[flagged].tolist()
-        with gradient_scaled_below(self.model, self.flagged_frozen_layers, self.flagged_gradient_share):
+        with gradient_stopped_below(self.model, self.flagged_frozen_layers):
             parts = self._embed([select_rows(anchors, cut)])
         if plain:
             parts = self._embed([select_rows(anchors, plain)]) + parts
@@ -185,5 +176,4 @@ class LabelMaskedMNRLoss(nn.Module):
         return {"scale": self.scale, "similarity_fct": "cos_sim", "mask": "same-label in-batch candidates",
                 "hardness_mode": self.hardness_mode, "hardness_strength": self.hardness_strength,
                 "document_embeddings": self.document_embeddings,
-                "flagged_frozen_layers": self.flagged_frozen_layers,
-                "flagged_gradient_share": self.flagged_gradient_share}
+                "flagged_frozen_layers": self.flagged_frozen_layers}

@@ -18,9 +18,9 @@ queries. Here they are used by self-training, refreshed every labelling epoch (e
    from the calibration queries by margin (:func:`estimated_precision`), bounded below for their small number
    (:func:`precision_lower_bound`), and reported per epoch with the counts per language;
 5. with ``pseudo_labels_frozen_layers``, a pseudo-labelled question trains only the layers above that many:
-   its gradient stops below them (or, with ``pseudo_labels_lower_gradient``, only that share passes), while
-   the labelled queries train every layer (off by default; measured on Home Assistant, it spares Catalan,
-   which otherwise loses 1.6 points to the pool, for a quarter of the pool's gain).
+   its gradient stops below them, while the labelled queries train every layer (off by default; measured
+   on Home Assistant, it spares Catalan, which otherwise loses 1.6 points to the pool, for a quarter of
+   the pool's gain).
 6. with ``pseudo_label_propagation``, a question below the threshold may take a label from its own language's
    questions labelled that round (:func:`propagated_targets`), at a margin the calibration queries set the same
    way for :data:`PROPAGATION_PRECISION` (:meth:`PseudoLabeller._propagate`): a dialect's questions resemble

@@ -237,8 +237,7 @@ def _card_sections(c: FinetuneConfig, data: TrainingData, descriptions: dict[str
         "estimated_peak_gb": None if peak_gb is None else round(peak_gb, 2),
     }
     if not self_training:
-        for name in ("pseudo_label_precision", "pseudo_label_propagation", "pseudo_labels_frozen_layers",
-                     "pseudo_labels_lower_gradient"):
+        for name in ("pseudo_label_precision", "pseudo_label_propagation", "pseudo_labels_frozen_layers"):
             training[name] = None  # not used
     return {"sampling": sampling, "training": training}
 
@@ -562,7 +561,6 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
     # pseudo-labelled anchors stop their gradient below these layers, unless all anchors already do
     flagged = config.pseudo_labels_frozen_layers if pseudo else 0
     flagged = flagged if flagged > config.frozen_layers else 0
-    share = config.pseudo_labels_lower_gradient if flagged else 0.0
     dataset = _dataset(examples, pseudo if flagged else None)
     prompts = training_prompts(st.prompts, dataset.column_names)
     with tempfile.TemporaryDirectory(prefix="mlret-ft-") as tmp:
@@ -583,8 +581,7 @@ def _train_one_epoch(st, examples: list[Example], config: FinetuneConfig, epoch:
                 loss=LabelMaskedMNRLoss(st, scale=config.scale, hardness_mode=config.hardness_mode,
                                         hardness_strength=config.hardness_strength,
                                         document_embeddings=config.document_embeddings, encode=prefix,
-                                        flagged_frozen_layers=flagged,
-                                        flagged_gradient_share=share),
+                                        flagged_frozen_layers=flagged),
             )
         if not show_progress_bar:  # with tqdm off, transformers prints the final metrics dict instead
             from transformers.trainer_callback import PrinterCallback
