@@ -205,7 +205,9 @@ ARMS = {"without": "without pool",
                                           "pseudo_labels_frozen_layers=4; seeds 0-2 on 437515c with a one-off hook "
                                           "giving the same gradient, h * 0.5 + h.detach() * 0.5; removed since: it "
                                           "spared Catalan but gained the pool languages no more than the default "
-                                          "while Finnish and Hungarian lost more than a point)"),
+                                          "while Finnish and Hungarian lost more than a point against the run "
+                                          "without the pool, Finnish against both runs too; seed 1 was timed "
+                                          "with a one-minute test beside it)"),
         "with-propagation-projection": ("with pool, labels propagated as in with-propagation, the pseudo-labelled "
                                         "questions' gradient losing its part that opposes the labelled queries' in "
                                         "each step (A-GEM; measured on a457151 with its option "
