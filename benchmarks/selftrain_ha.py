@@ -245,6 +245,9 @@ ARMS = {"without": "without pool",
         "with-pseudo-above-4": ("with pool, pseudo-labelled questions training only the layers above the 4th "
                                 "(pseudo_labels_frozen_layers=4), the labelled ones every layer (seed 1 was timed "
                                 "with tests running beside it)"),
+        "with-pseudo-above-4-every-language": ("with pool, pseudo-labelled questions training only the layers above "
+                                               "the 4th (pseudo_labels_frozen_layers=4), every training language "
+                                               "calibrating as by default since 2026-12-07"),
         "with-calibration-sits-out": "with pool, as the default but the 2 calibration languages sit out the one "
                                      "labelling epoch (the default 2026-12-03 to 12-06), with the schedule ending "
                                      "at the last step",
@@ -307,6 +310,7 @@ OPTIONS = {"without": {}, "with": {"unlabelled": POOL},  # the arms run here, wi
            "with-frozen-4": {"unlabelled": POOL, **QUARTER, "frozen_layers": 4},
            "without-frozen-4": {"frozen_layers": 4},
            "with-pseudo-above-4": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 4},
+           "with-pseudo-above-4-every-language": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4},
            "with-pseudo-above-2": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 2},
            "with-pseudo-above-3": {"unlabelled": POOL, **QUARTER, "pseudo_labels_frozen_layers": 3},
            "with-pseudo-above-4-two-labelling-epochs": {"unlabelled": POOL, "pseudo_labels_frozen_layers": 4,
@@ -346,6 +350,9 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
     ("with-agreement", "agreement", "With the training queries' agreement (`pseudo_label_agreement=True`):"),
     ("with-pseudo-above-4", "pseudo_above_4", ("With pseudo-labelled questions training only the layers above the "
                                                "4th (`pseudo_labels_frozen_layers=4`):")),
+    ("with-pseudo-above-4-every-language", "pseudo_above_4_every_language", (
+        "With pseudo-labelled questions training only the layers above the 4th, every training language "
+        "calibrating (`pseudo_labels_frozen_layers=4` with today's defaults):")),
 )
 
 
