@@ -72,8 +72,6 @@ def reordered(train_queries: list, seed: int) -> list:
     differ. A placebo for the pool, which changes those as well as adding anchors."""
     from collections import defaultdict
 
-    from mlret_rag.finetune import split_dev
-
     held = held_out_for_dev(train_queries, seed)
     strata = defaultdict(list)
     for i, q in enumerate(train_queries):
@@ -83,7 +81,7 @@ def reordered(train_queries: list, seed: int) -> list:
     for rows in strata.values():
         for i, j in zip(rows, rng.sample(rows, len(rows))):
             out[i] = train_queries[j]
-    if split_dev(out, seed=seed).dev != split_dev(train_queries, seed=seed).dev:
+    if held_out_for_dev(out, seed) != held:  # the untouched dev rows, so the same dev records
         raise RuntimeError(f"reordering moved seed {seed}'s dev split: the placebo would change more than the order")
     return out
 
