@@ -1,7 +1,8 @@
 """Can the pseudo-labels' precision be estimated honestly? Label-free estimators against the true precision.
 
-The data and the ``finetune(kb, queries, unlabelled=pool, labelling_epochs=2)`` call of ``selftrain_ha.py``
-(two labelling epochs: the default until 2026-12-03). During each labelling epoch the run's calibration
+The data and the ``finetune(kb, queries, unlabelled=pool, labelling_epochs=2, pseudo_label_propagation=False)``
+call of ``selftrain_ha.py`` (two labelling epochs, the default until 2026-12-03; the KB margin alone, the default
+until 2026-12-08). During each labelling epoch the run's calibration
 queries, unlabelled questions and index are captured as the library encodes them; the run stops after the
 last labelling epoch. For the questions newly labelled in each epoch, the precision measured on the pool's
 true labels is set against:
@@ -123,7 +124,7 @@ def captured_rounds(bench, unlabelled: list, seed: int) -> list:
     try:
         with tempfile.TemporaryDirectory(prefix="mlret-estimators-") as tmp:
             finetune(bench.index, bench.train_queries, out=Path(tmp) / "m", seed=seed, show_progress_bar=False,
-                     unlabelled=unlabelled, labelling_epochs=2)
+                     unlabelled=unlabelled, labelling_epochs=2, pseudo_label_propagation=False)
     except _LabellingOver:
         pass
     finally:

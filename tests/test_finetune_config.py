@@ -54,7 +54,7 @@ def test_sections_hold_every_option_once_and_round_trip():
     ({"train_ratio": 0}, "train_ratio must be a number strictly between 0 and 1"),
     ({"overwrite": "yes"}, "overwrite must be True or False"),
     ({"augment": 1}, "augment must be True or False"),
-    ({"pseudo_label_propagation": "on"}, "pseudo_label_propagation must be True or False"),
+    ({"pseudo_label_propagation": "on"}, r"pseudo_label_propagation must be True, False or None \(auto\)"),
     ({"group_by": ""}, "group_by must be a metadata key"),
     ({"document_embeddings": "frozen"}, "document_embeddings must be one of trained, constant, cached"),
 ])
@@ -90,7 +90,8 @@ def test_the_cli_defaults_are_the_config_defaults():
 def test_the_card_records_the_options_as_run_and_repeats_the_run(tmp_path):
     config = FinetuneConfig(batch_size=4, max_steps=1, dev_share=0, show_progress_bar=False)
     result = finetune(KB, QUERIES, out=tmp_path / "a", config=config, negatives_per_anchor=2)
-    assert result.config == config.replace(negatives_per_anchor=2, frozen_layers=0)  # nothing left to "chosen from the data"
+    assert result.config == config.replace(negatives_per_anchor=2, frozen_layers=0,  # nothing left to "chosen from the data"
+                                            pseudo_label_propagation=True)  # an intent KB's default
     card = read_card(tmp_path / "a")
     assert card["configuration"] == result.config.to_dict()
     assert card["sampling"]["negatives_per_anchor"] == 2 and card["training"]["batch_size"] == 4

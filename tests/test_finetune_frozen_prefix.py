@@ -75,7 +75,7 @@ def test_freezing_every_layer_or_a_negative_count_is_refused():
 
 
 @pytest.mark.slow
-def test_a_passage_fine_tune_freezes_two_thirds_of_the_layers_by_default(tmp_path):
+def test_a_passage_fine_tune_freezes_two_thirds_of_the_layers_and_propagates_no_label_by_default(tmp_path):
     from mlret_rag.datasets import build_passage_benchmark
     from mlret_rag.finetune import read_card
 
@@ -89,6 +89,7 @@ def test_a_passage_fine_tune_freezes_two_thirds_of_the_layers_by_default(tmp_pat
     assert changed and all(any(layer in name for layer in upper) for name in changed)
     assert result.config.frozen_layers == 8
     assert read_card(tmp_path / "m")["configuration"]["schedule"]["frozen_layers"] == 8
+    assert result.config.pseudo_label_propagation is False  # measured on intent KBs only
 
 
 def test_the_memory_estimate_keeps_activations_of_the_upper_layers_only_and_adds_the_cache():

@@ -69,7 +69,7 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
                                    "--labelling-epochs", str(labelling_epochs), "--quiet",
                                    *(["--augment", "--pseudo-labels-frozen-layers", "4", "--pseudo-label-propagation"]
-                                     if augment else []),
+                                     if augment else ["--no-pseudo-label-propagation"]),
                                    *(["--pseudo-label-agreement"] if agreement else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
@@ -118,6 +118,8 @@ def test_by_default_every_training_language_calibrates_and_with_agreement_only_a
     calibration = default.stats["unlabelled"]["calibration"]
     assert calibration == {"languages": languages, "queries": len(train), "labelling_epochs": 1}
     assert default.selection["pseudo_labels"][0]["calibrated_on"] == languages
+    # an intent KB's labels also propagate by default (the demo's few calibration queries may set no margin)
+    assert default.config.pseudo_label_propagation is True and "propagated" in default.selection["pseudo_labels"][0]
     # the agreement's voters are the other languages' queries: a quarter calibrates (1 of 7, 12 queries at most:
     # too few, and 60 are too few for a dev split)
     with pytest.raises(KnowledgeBaseError, match="unlabelled questions need dev queries"):

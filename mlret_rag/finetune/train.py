@@ -132,6 +132,8 @@ def finetune(
         raise ValueError("give dev_queries (--dev) or dev_share (--dev-share), not both")
     user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
     data, dev, selection = _hold_out_dev(data, c.dev_share, user_dev, c.seed)
+    if c.pseudo_label_propagation is None:  # measured on intent KBs; passage KBs keep the KB margin alone
+        c = c.replace(pseudo_label_propagation=not data.passages)
     labeller = None if unlabelled is None else _pseudo_labeller(data, dev, as_query_records(unlabelled), c)
     c = c.replace(  # the options as run: what None ("chosen from the data") came to
         negatives_per_anchor=c.negatives_per_anchor if c.negatives_per_anchor is not None else (1 if data.passages else 3),
