@@ -2,9 +2,8 @@
 
 The data and the ``finetune(kb, queries, unlabelled=pool, labelling_epochs=2, pseudo_label_propagation=False)``
 call of ``selftrain_ha.py`` (two labelling epochs, the default until 2026-12-03; the KB margin alone, the default
-until 2026-12-08). During each labelling epoch the run's calibration
-queries, unlabelled questions and index are captured as the library encodes them; the run stops after the
-last labelling epoch. For the questions newly labelled in each epoch, the precision measured on the pool's
+until 2026-12-08). During each labelling epoch the run's calibration queries, unlabelled questions and index are
+captured as the library encodes them; the run stops after the last labelling epoch. For the questions newly labelled in each epoch, the precision measured on the pool's
 true labels is set against:
 
 * ``isotonic`` -- the library's estimate (:func:`mlret_rag.finetune.estimated_precision`): the calibration

@@ -5,9 +5,9 @@ utterances of six weak zero-shot languages and variants (de-CH, eu, ga, lb, lt, 
 evaluation text, 2,000 in all (a seeded sample). Per seed: ``finetune(kb, queries)`` (library defaults)
 and ``finetune(kb, queries, unlabelled=pool)`` with labels by the KB margin alone (the arm ``with``, the default
 until 2026-12-08) or also propagated (``with-propagation``, the default for intent KBs since), evaluated on the
-same queries. Reports MRR per language
-group and for the pool languages, the languages (>= 100 queries) that lose more than 1 point because of
-the pool, the pseudo-labels' true precision per epoch next to the dev-estimated one, and the time ratio.
+same queries. Reports MRR per language group and for the pool languages, the languages (>= 100 queries) that lose
+more than 1 point because of the pool, the pseudo-labels' true precision per epoch next to the dev-estimated one,
+and the time ratio.
 Writes ``benchmarks/results/selftrain_ha.{json,md,png}``.
 
     python benchmarks/selftrain_ha.py [--seeds 0,1,2] [--arms without,with,with-dev-threshold] [--append]

@@ -37,7 +37,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     out = tmp_path / "tuned"
     res = CliRunner().invoke(app, ["finetune", "--kb", str(kb), "--unlabelled", str(pool), "--dev",
                                    str(demo_questions_path()), "--out", str(out), "--epochs", "1", "--batch-size",
-                                   "16", "--pseudo-label-precision", "0.9", "--quiet"])
+                                   "16", "--pseudo-label-precision", "0.9", "--no-pseudo-label-propagation", "--quiet"])
     assert res.exit_code == 0, res.output
     assert "unlabelled questions: 60 used of 60 (sw 12, hi-Latn 12" in res.output
     assert "; the labels of 60 rows ignored" in res.output
@@ -46,6 +46,9 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     assert f"epoch 1 pseudo-labels: {round_['cleared']} new above margin" in res.output
     assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["labelled"] == round_["used"] > 0
     assert round_["voters"] is None  # the KB margin alone decides by default
+    # --no-pseudo-label-propagation: labels spread to no question below the threshold, and nothing says they do
+    assert card["training"]["pseudo_label_propagation"] is False and "propagated" not in round_
+    assert "labels also propagate" not in res.output
     bound = round_["precision_lower_bound"]
     assert 0 < bound < round_["dev_precision"] and f"at least {bound:.2f})" in res.output
     assert card["training"]["pseudo_label_precision"] == 0.9
@@ -69,7 +72,7 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
                                    "--pseudo-label-precision", "0.5", "--calibration-languages", "3",
                                    "--labelling-epochs", str(labelling_epochs), "--quiet",
                                    *(["--augment", "--pseudo-labels-frozen-layers", "4", "--pseudo-label-propagation"]
-                                     if augment else ["--no-pseudo-label-propagation"]),
+                                     if augment else []),
                                    *(["--pseudo-label-agreement"] if agreement else [])])
     assert res.exit_code == 0, res.output
     card = read_card(out)
@@ -100,10 +103,11 @@ def test_cli_can_set_the_threshold_on_training_languages_untrained_while_labels_
         assert card["data"]["examples"] == card["data"]["anchors"] - copies * calibration["queries"] + first["used"]
     assert card["data"]["anchors_without_positive"] == 0
     assert card["training"]["pseudo_labels_frozen_layers"] == (4 if augment else 0)
-    # propagation is reported per labelling epoch (the demo's few calibration queries may set no margin for it)
-    assert card["training"]["pseudo_label_propagation"] == augment and ("propagated" in first) == augment
-    assert ("labels also propagate to a question" in res.output) == augment
-    assert ("Labels also propagate" in (out / "README.md").read_text()) == augment
+    # an intent KB's labels propagate by default, beside the agreement too, and are reported per labelling epoch
+    # (the demo's few calibration queries may set no margin for it)
+    assert card["training"]["pseudo_label_propagation"] is True and "propagated" in first
+    assert "labels also propagate to a question" in res.output
+    assert "Labels also propagate" in (out / "README.md").read_text()
     # the learning rate decays to 0 at the last step, though the first epoch's size was only known once labelled
     assert card["selection"]["last_learning_rate"] == 0.0
     assert (f"chosen for the precision target on the {calibration['queries']} training queries in {', '.join(langs)}"
