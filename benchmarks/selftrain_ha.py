@@ -340,7 +340,7 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                          "question of the same language (`pseudo_label_propagation=True`, the "
                                          "default for intent KBs since 2026-12-08; its time "
                                          "ratio is no measurement: its runs took 279-430 s while the machine slowed, "
-                                         "seed 9's 430 s training exactly as the default's 231 s, since nothing "
+                                         "seed 9's 430 s training exactly as the KB margin alone's 231 s, since nothing "
                                          "propagated there; `propagation_cost.py` measures what it adds):")),
     ("with-propagation-above-4", "propagation_above_4", ("With labels propagated and the pseudo-labelled questions "
                                                          "training above the 4th layer only "
@@ -360,12 +360,13 @@ JUDGED_ARMS = (  # other arms with a pool whose targets are judged too: (arm, na
                                                "4th (`pseudo_labels_frozen_layers=4`):")),
     ("with-pseudo-above-4-every-language", "pseudo_above_4_every_language", (
         "With pseudo-labelled questions training only the layers above the 4th, every training language "
-        "calibrating (`pseudo_labels_frozen_layers=4` with today's defaults; seeds 0-4, stopped there):")),
+        "calibrating (`pseudo_labels_frozen_layers=4` with the calibration of 2026-12-07 and the KB margin alone; "
+        "seeds 0-4, stopped there):")),
 )
 
 
 def summarise(payload: dict) -> None:
-    rows = [r for r in payload["runs"] if "with" in r]  # seeds measured with the current defaults
+    rows = [r for r in payload["runs"] if "with" in r]  # the KB margin alone, every language calibrating
     m, payload["verdicts"] = arm_targets(rows, "with")
     for arm, name, _ in JUDGED_ARMS:
         measured = [r for r in payload["runs"] if arm in r]
@@ -609,7 +610,7 @@ COMPARISONS = (  # (arm, against, title, what the differences are), each on the 
     ("with-precision-95-above-4", "with-precision-95", ("At 95 %, pseudo-labelled questions training above the "
      "4th layer only against every layer"), "(above the 4th) − (every layer)"),
     ("with-agreement", THEN, ("Pseudo-labels needing the training queries' agreement against the KB margin "
-     "alone (the default)"), "(agreement) − (KB margin alone)"),
+     "alone (the default until 2026-12-08)"), "(agreement) − (KB margin alone)"),
     ("with-50-per-epoch", THEN, "Half the pseudo-labels: at most 50 an epoch against the default",
      "(at most 50) − (default)"),
     ("with-half-weight", THEN, "Pseudo-labelled anchors weighing 0.5 in the loss against 1 (the default)",
@@ -714,7 +715,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--append", action="store_true", help="add these seeds to the saved results")
     parser.add_argument("--render-only", action="store_true")
-    parser.add_argument("--arms", default="without,with",
+    parser.add_argument("--arms", default="without,with,with-propagation",
                         help=f"runs to measure per seed, of: {', '.join(OPTIONS)} (described in ARMS); with --append "
                              "a seed's other saved runs are kept")
     parser.add_argument("--reuse-without", action="store_true",

@@ -45,7 +45,7 @@ def test_cli_trains_from_the_kb_and_unlabelled_questions_alone(tmp_path):
     (round_,) = card["selection"]["pseudo_labels"]
     assert f"epoch 1 pseudo-labels: {round_['cleared']} new above margin" in res.output
     assert round_["dev_precision"] >= 0.9 and round_["cleared"] == round_["labelled"] == round_["used"] > 0
-    assert round_["voters"] is None  # the KB margin alone decides by default
+    assert round_["voters"] is None  # the training queries do not vote by default
     # --no-pseudo-label-propagation: labels spread to no question below the threshold, and nothing says they do
     assert card["training"]["pseudo_label_propagation"] is False and "propagated" not in round_
     assert "labels also propagate" not in res.output
@@ -124,6 +124,10 @@ def test_by_default_every_training_language_calibrates_and_with_agreement_only_a
     assert default.selection["pseudo_labels"][0]["calibrated_on"] == languages
     # an intent KB's labels also propagate by default (the demo's few calibration queries may set no margin)
     assert default.config.pseudo_label_propagation is True and "propagated" in default.selection["pseudo_labels"][0]
+    # ... but not among questions that name no language: they would all count as one
+    unnamed = finetune(kb, train, out=tmp_path / "unnamed", unlabelled=[QueryRecord(q.text) for q in pool],
+                       max_steps=1, **QUICK)
+    assert unnamed.config.pseudo_label_propagation is False and "propagated" not in unnamed.selection["pseudo_labels"][0]
     # the agreement's voters are the other languages' queries: a quarter calibrates (1 of 7, 12 queries at most:
     # too few, and 60 are too few for a dev split)
     with pytest.raises(KnowledgeBaseError, match="unlabelled questions need dev queries"):

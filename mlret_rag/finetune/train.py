@@ -132,9 +132,14 @@ def finetune(
         raise ValueError("give dev_queries (--dev) or dev_share (--dev-share), not both")
     user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
     data, dev, selection = _hold_out_dev(data, c.dev_share, user_dev, c.seed)
-    if c.pseudo_label_propagation is None:  # measured on intent KBs; passage KBs keep the KB margin alone
-        c = c.replace(pseudo_label_propagation=not data.passages)
-    labeller = None if unlabelled is None else _pseudo_labeller(data, dev, as_query_records(unlabelled), c)
+    pool = None if unlabelled is None else as_query_records(unlabelled)
+    if c.pseudo_label_propagation is None:  # measured on intent KBs, within each language of the pool
+        unnamed = sum(not q.lang for q in pool or ())
+        if unnamed and not data.passages:
+            logger.info("%d unlabelled questions name no language: labels are not propagated inside the pool "
+                        "(give each question its lang to propagate)", unnamed)
+        c = c.replace(pseudo_label_propagation=not data.passages and not unnamed)
+    labeller = None if pool is None else _pseudo_labeller(data, dev, pool, c)
     c = c.replace(  # the options as run: what None ("chosen from the data") came to
         negatives_per_anchor=c.negatives_per_anchor if c.negatives_per_anchor is not None else (1 if data.passages else 3),
         batch_size=c.batch_size if c.batch_size is not None else (8 if data.passages else 32),
