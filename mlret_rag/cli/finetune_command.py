@@ -40,7 +40,7 @@ def finetune_command(
     pseudo_label_propagation: Annotated[bool | None, typer.Option(
         "--pseudo-label-propagation/--no-pseudo-label-propagation", help="Also label questions below the threshold "
         "from the most similar labelled question of their language, when its label wins clearly (default: on for "
-        "intent KBs, off for passage KBs; see the README).", rich_help_panel=_SELF, show_default=False)] = None,
+        "intent KBs whose questions name their language, off for passage KBs; see the README).", rich_help_panel=_SELF, show_default=False)] = None,
     pseudo_labels_per_epoch: Annotated[int | None, typer.Option(
         "--pseudo-labels-per-epoch", help="Most pseudo-labelled questions per epoch (default: half as many as "
         "the labelled anchors, at least 128).", rich_help_panel=_SELF)] = None,

@@ -195,6 +195,16 @@ def precision_lower_bound(correct: Sequence[bool], *, confidence: float = BOUND_
     return 0.0 if right == 0 else float(beta.ppf(1.0 - confidence, right, len(c) - right + 1))
 
 
+def default_propagation(questions: Sequence[QueryRecord], *, passages: bool) -> bool:
+    """What ``pseudo_label_propagation=None`` means: on for intent KBs, where it was measured, unless a question
+    names no language (they would all count as one); off for passage KBs, where it was not measured."""
+    unnamed = sum(not q.lang for q in questions)
+    if unnamed and not passages:
+        logger.info("%d unlabelled questions name no language: labels are not propagated inside the pool "
+                    "(give each question its lang to propagate)", unnamed)
+    return not passages and not unnamed
+
+
 def unlabelled_questions(records: Sequence[QueryRecord], *, known_texts: Sequence[str] = (),
                          where: str = "unlabelled questions") -> tuple[list[QueryRecord], dict[str, Any]]:
     """The questions to pseudo-label: texts only (labels and ``relevant_ids`` ignored, said so), each text

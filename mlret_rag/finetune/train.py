@@ -40,6 +40,7 @@ from .pseudo_labels import (
     PseudoLabeller,
     Voters,
     calibration_plan,
+    default_propagation,
     unlabelled_questions,
 )
 from .schedule import LinearSchedule, steps_per_epoch
@@ -133,12 +134,8 @@ def finetune(
     user_dev = None if dev_queries is None else check_dev_queries(as_query_records(dev_queries))
     data, dev, selection = _hold_out_dev(data, c.dev_share, user_dev, c.seed)
     pool = None if unlabelled is None else as_query_records(unlabelled)
-    if c.pseudo_label_propagation is None:  # measured on intent KBs, within each language of the pool
-        unnamed = sum(not q.lang for q in pool or ())
-        if unnamed and not data.passages:
-            logger.info("%d unlabelled questions name no language: labels are not propagated inside the pool "
-                        "(give each question its lang to propagate)", unnamed)
-        c = c.replace(pseudo_label_propagation=not data.passages and not unnamed)
+    if c.pseudo_label_propagation is None:
+        c = c.replace(pseudo_label_propagation=default_propagation(pool or [], passages=bool(data.passages)))
     labeller = None if pool is None else _pseudo_labeller(data, dev, pool, c)
     c = c.replace(  # the options as run: what None ("chosen from the data") came to
         negatives_per_anchor=c.negatives_per_anchor if c.negatives_per_anchor is not None else (1 if data.passages else 3),
